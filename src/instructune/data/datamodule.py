@@ -1,0 +1,142 @@
+"""Lightning data modules: instruction records → prompts → tokens → batches; and raw text → blocks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from instructune.data.collate import CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks
+from instructune.data.prompts import PromptStyle, make_prompt_style
+from instructune.data.records import DataError, Record, RecordSource, Splits
+from instructune.data.tokenize import TokenizedExample, tokenize_pairs, tokenize_text
+
+log = logging.getLogger(__name__)
+
+
+class InstructionDataModule(L.LightningDataModule):
+    """Instruction tuning data for causal or seq2seq models.
+
+    ``masking`` (causal only) sets every prompt token's target to -100 so the loss covers the
+    response alone; validation always scores response tokens only (``response_labels``).
+    """
+
+    def __init__(
+        self,
+        source: RecordSource,
+        tokenizer: Any,
+        prompt: PromptStyle | dict[str, Any] | str = "alpaca",
+        masking: bool = True,
+        architecture: str = "causal",
+        max_seq_length: int = 512,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.tokenizer = tokenizer
+        self.prompt_style = _as_style(prompt)
+        self.masking = masking
+        self.architecture = architecture
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.collate = (
+            Seq2SeqCollator(pad_id, pad_to_multiple_of)
+            if architecture == "seq2seq"
+            else CausalCollator(pad_id, masking, pad_to_multiple_of)
+        )
+        self.records: Splits = {}
+        self.examples: dict[str, list[TokenizedExample]] = {}
+
+    def format_prompt(self, record: Record) -> str:
+        return self.prompt_style.format(record["instruction"], record.get("input", ""), self.tokenizer)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.examples:
+            return
+        if self.architecture == "seq2seq":
+            log.info("seq2seq: the prompt feeds the encoder and the loss covers the response only, "
+                     "so masking=%s changes nothing for this model", self.masking)
+        else:
+            log.info("masking=%s: the training loss covers %s; validation loss always covers response tokens only",
+                     self.masking, "response tokens only" if self.masking else "prompt and response tokens")
+        self.records = self.source.load()
+        for split, records in self.records.items():
+            prompts = [self.format_prompt(r) for r in records]
+            examples, stats = tokenize_pairs(
+                prompts, [r["output"] for r in records], self.tokenizer, self.max_seq_length, self.architecture
+            )
+            if stats.dropped_empty_response:
+                log.warning("%s: dropped %d of %d record(s) whose prompt fills max_seq_length=%d (no response token left)",
+                            split, stats.dropped_empty_response, len(records), self.max_seq_length)
+            if stats.truncated:
+                log.info("%s: truncated %d record(s) to max_seq_length=%d (response tail cut)",
+                         split, stats.truncated, self.max_seq_length)
+            if records and not examples:
+                raise DataError(f"{split} split: every one of {len(records)} record(s) was dropped by "
+                                f"max_seq_length={self.max_seq_length}; raise data.max_seq_length")
+            self.examples[split] = examples
+        if not self.examples.get("train"):
+            raise DataError("the train split is empty after loading and filtering")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.examples[split],  # type: ignore[arg-type]  # a list is a map-style dataset
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class TextDataModule(L.LightningDataModule):
+    """Raw documents for the plain language-model objective (no prompt, every token a target)."""
+
+    def __init__(self, train_texts: Sequence[str], val_texts: Sequence[str], tokenizer: Any,
+                 block_size: int = 128, batch_size: int = 32) -> None:
+        super().__init__()
+        self.train_texts, self.val_texts = train_texts, val_texts
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.blocks: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.blocks:
+            for split, texts in (("train", self.train_texts), ("validation", self.val_texts)):
+                self.blocks[split] = pack_blocks(tokenize_text(texts, self.tokenizer), self.block_size)
+            log.info("pretraining blocks: train=%d validation=%d (block %d tokens)",
+                     len(self.blocks["train"]), len(self.blocks["validation"]), self.block_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(list(self.blocks["train"]), batch_size=self.batch_size, shuffle=True, collate_fn=collate_blocks)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(list(self.blocks["validation"]), batch_size=self.batch_size, collate_fn=collate_blocks)
+
+
+def _as_style(prompt: PromptStyle | dict[str, Any] | str) -> PromptStyle:
+    if isinstance(prompt, PromptStyle):
+        return prompt
+    if isinstance(prompt, str):
+        return make_prompt_style(prompt)
+    return make_prompt_style(prompt.get("style", "alpaca"), prompt.get("template"), prompt.get("template_no_input"))

@@ -1,0 +1,254 @@
+"""Load instruction records from files or the hub, validate every field, and split them.
+
+All file formats and hub names go through ``datasets.load_dataset``; what it raises from deep inside
+is turned into one line that names the file, the record and the field (``DataError``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, str]
+Splits = dict[str, list[Record]]
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
+                  "dev": "validation", "test": "test"}
+_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the source, the record index and the field."""
+
+
+class RecordSource(Protocol):
+    """Anything that yields validated records per split (``train``, ``validation``, ``test``)."""
+
+    def load(self) -> Splits: ...
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which column holds each field (e.g. Dolly: input=context, output=response). ``input`` and
+    ``task`` may be None when the source has no such column."""
+
+    instruction: str = "instruction"
+    input: str | None = "input"
+    output: str = "output"
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    """Fractions for a seeded split when the source has no splits of its own (LLMs-from-scratch ch. 7)."""
+
+    train: float = 0.85
+    validation: float = 0.10
+    test: float = 0.05
+
+    def __post_init__(self) -> None:
+        values = (self.train, self.validation, self.test)
+        if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+            raise DataError(f"split fractions must be non-negative and sum to 1, got {values}")
+
+
+def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where: str, skip_invalid: bool = False) -> list[Record]:
+    """Check every record's fields and normalise them to ``instruction/input/output[/task]`` strings.
+
+    Invalid records raise ``DataError`` (or, with ``skip_invalid``, are dropped and counted in the log).
+    """
+    out: list[Record] = []
+    skipped: list[str] = []
+    columns = set(rows[0].keys()) if len(rows) else set()
+    for role in ("instruction", "input", "output", "task"):
+        column = getattr(fields, role)
+        if column is not None and len(rows) and column not in columns:
+            raise DataError(
+                f"{where}: field mapping {role}={column!r} names a column the data does not have "
+                f"(columns: {', '.join(sorted(columns))})"
+            )
+    for i, row in enumerate(rows):
+        try:
+            out.append(_validate_one(row, fields, where, i))
+        except DataError as e:
+            if not skip_invalid:
+                raise
+            skipped.append(str(e))
+    if skipped:
+        log.warning("%s: skipped %d invalid record(s); first: %s", where, len(skipped), skipped[0])
+    return out
+
+
+def _validate_one(row: Mapping[str, Any], fields: FieldMap, where: str, i: int) -> Record:
+    def text(role: str, required: bool) -> str:
+        column = getattr(fields, role)
+        if column is None:
+            return ""
+        value = row.get(column)
+        if value is None:
+            if required:
+                raise DataError(f"{where}: record {i}: field {column!r} is missing or null")
+            return ""
+        if not isinstance(value, str):
+            raise DataError(f"{where}: record {i}: field {column!r} must be a string, got {type(value).__name__}")
+        if required and not value.strip():
+            raise DataError(f"{where}: record {i}: field {column!r} is empty")
+        return value
+
+    record = {"instruction": text("instruction", True), "input": text("input", False), "output": text("output", True)}
+    if fields.task is not None:
+        record["task"] = text("task", False)
+    return record
+
+
+def split_records(records: list[Record], fractions: SplitFractions, seed: int, where: str) -> Splits:
+    """Seeded shuffle, then cut by fraction; every split with a non-zero fraction must be non-empty."""
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    n = len(shuffled)
+    n_train = int(n * fractions.train)
+    n_test = int(n * fractions.test)
+    splits = {
+        "train": shuffled[:n_train],
+        "test": shuffled[n_train : n_train + n_test],
+        "validation": shuffled[n_train + n_test :],
+    }
+    for name in SPLITS:
+        if getattr(fractions, name) > 0 and not splits[name]:
+            raise DataError(
+                f"{where}: {n} record(s) split {fractions.train}/{fractions.validation}/{fractions.test} "
+                f"leaves the {name} split empty; use more data or other data.splits fractions"
+            )
+    return splits
+
+
+@dataclass
+class DatasetSource:
+    """Records from a local file (JSON, JSONL, CSV, Parquet) or a Hugging Face dataset name.
+
+    ``path`` is a file path or a hub name; ``subset`` is the hub configuration name. Sources with their
+    own splits keep them (a missing validation/test split is carved from train); others are split
+    with ``splits`` and ``seed``.
+    """
+
+    path: str
+    fields: FieldMap = field(default_factory=FieldMap)
+    splits: SplitFractions = field(default_factory=SplitFractions)
+    seed: int = 42
+    subset: str | None = None
+    max_records: int | None = None
+    skip_invalid: bool = False
+
+    def load(self) -> Splits:
+        raw = self._load_raw()
+        present = {(_SPLIT_ALIASES[k]): v for k, v in raw.items() if k in _SPLIT_ALIASES}
+        if "train" not in present:
+            raise DataError(f"{self.path}: no 'train' split (found: {', '.join(raw) or 'none'})")
+        validated = {
+            name: validate_records(rows, self.fields, self._where(name, len(present)), self.skip_invalid)
+            for name, rows in present.items()
+        }
+        if self.max_records is not None:
+            validated = {k: v[: self.max_records] for k, v in validated.items()}
+        if len(validated) == 1:
+            splits = split_records(validated["train"], self.splits, self.seed, self.path)
+        else:
+            splits = self._fill_missing(validated)
+        log.info("%s: %s", self.path, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+        return splits
+
+    def _where(self, split: str, n_splits: int) -> str:
+        return self.path if n_splits == 1 else f"{self.path} [{split}]"
+
+    def _fill_missing(self, splits: Splits) -> Splits:
+        missing = [s for s in SPLITS if s not in splits]
+        if not missing:
+            return splits
+        fractions = {s: getattr(self.splits, s) for s in missing}
+        remaining = 1.0 - sum(fractions.values())
+        carved = split_records(
+            splits["train"],
+            SplitFractions(
+                train=remaining,
+                validation=fractions.get("validation", 0.0),
+                test=fractions.get("test", 0.0),
+            ),
+            self.seed,
+            self.path,
+        )
+        return {"train": carved["train"], **{s: splits.get(s) or carved[s] for s in ("validation", "test")}}
+
+    def _load_raw(self) -> dict[str, list[dict[str, Any]]]:
+        import datasets
+
+        local = Path(self.path).expanduser()
+        looks_local = local.suffix.lower() in _FORMATS or self.path.startswith((".", "/", "~"))
+        if looks_local and not local.exists():
+            raise DataError(f"{self.path}: no such file")
+        try:
+            if local.is_file():
+                fmt = _FORMATS.get(local.suffix.lower())
+                if fmt is None:
+                    raise DataError(f"{self.path}: unknown file type {local.suffix!r}; use .json, .jsonl, .csv or .parquet")
+                if fmt == "json":
+                    _check_json(local)
+                ds = datasets.load_dataset(fmt, data_files={"train": str(local)})
+            else:
+                ds = datasets.load_dataset(self.path, self.subset)
+        except DataError:
+            raise
+        except UnicodeDecodeError as e:
+            raise DataError(f"{self.path}: not valid UTF-8 (byte {e.start}): {e.reason}") from None
+        except Exception as e:  # noqa: BLE001 - datasets raises many types; one line is what the user needs
+            raise DataError(f"{self.path}: could not be loaded: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        return {name: split.to_list() for name, split in ds.items()}
+
+
+def _check_json(path: Path) -> None:
+    """Parse JSON / JSONL ourselves first: ``datasets`` reports malformed JSON without a line number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start}): {e.reason}") from None
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if not data:
+            raise DataError(f"{path}: the JSON array is empty")
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: record {i}: expected an object, got {type(row).__name__}")
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: malformed JSON Lines at line {lineno}, column {e.colno}: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {lineno}: expected an object, got {type(row).__name__}")
+
+
+@dataclass
+class InlineSource:
+    """Records given directly (tests, notebooks, generated worlds); validated like any other source."""
+
+    splits_: Splits
+    name: str = "<inline>"
+    fields: FieldMap = field(default_factory=FieldMap)
+
+    def load(self) -> Splits:
+        return {k: validate_records(v, self.fields, f"{self.name} [{k}]") for k, v in self.splits_.items()}

@@ -1,0 +1,82 @@
+"""Turn formatted (prompt, response) pairs into token ids, with a stated truncation policy.
+
+Prompt and response are tokenised separately and concatenated, so no BPE merge crosses the seam
+and the prompt length is known exactly (the masking boundary). EOS is appended to the response.
+
+Truncation policy (both families): sequences are cut at ``max_seq_length`` from the right, i.e. the
+response loses its tail (and its EOS). A record whose response would lose every token (the prompt
+alone fills the window) is dropped and counted; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """Causal: ``input_ids`` = prompt + response + EOS, ``prompt_length`` marks the seam.
+    Seq2seq: ``input_ids`` = encoder prompt, ``labels`` = response + EOS."""
+
+    input_ids: list[int]
+    prompt_length: int
+    labels: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class TokenizeStats:
+    kept: int
+    dropped_empty_response: int
+    truncated: int
+
+
+def tokenize_pairs(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    tokenizer: Any,
+    max_seq_length: int,
+    architecture: str = "causal",
+) -> tuple[list[TokenizedExample], TokenizeStats]:
+    """Tokenise in two batched calls (prompts, responses) and assemble examples per the policy above."""
+    if architecture not in ("causal", "seq2seq"):
+        raise ValueError(f"architecture must be 'causal' or 'seq2seq', got {architecture!r}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token")
+    # The prompt gets the tokenizer's special tokens (BOS for Llama, </s> for T5's encoder);
+    # the response never does, and EOS is appended by hand so it is there for every tokenizer.
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    examples: list[TokenizedExample] = []
+    dropped = truncated = 0
+    for p, r in zip(prompt_ids, response_ids, strict=True):
+        target = list(r) + [eos]
+        if architecture == "seq2seq":
+            if len(p) > max_seq_length:
+                p = p[: max_seq_length - 1] + p[-1:]  # keep the encoder's closing special token
+                truncated += 1
+            if len(target) > max_seq_length:
+                target = target[:max_seq_length]
+                truncated += 1
+            examples.append(TokenizedExample(list(p), len(p), target))
+            continue
+        full = list(p) + target
+        if len(p) >= max_seq_length:
+            dropped += 1
+            continue
+        if len(full) > max_seq_length:
+            full = full[:max_seq_length]
+            truncated += 1
+        examples.append(TokenizedExample(full, len(p)))
+    return examples, TokenizeStats(len(examples), dropped, truncated)
+
+
+def tokenize_text(texts: Sequence[str], tokenizer: Any) -> list[list[int]]:
+    """Raw documents for the plain language-model objective: each followed by EOS."""
+    eos = tokenizer.eos_token_id
+    return [list(ids) + [eos] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]

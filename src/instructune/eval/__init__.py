@@ -1,0 +1,1 @@
+"""Judge a model by what it generates."""

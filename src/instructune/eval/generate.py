@@ -1,0 +1,45 @@
+"""Greedy, batched generation that stops at EOS, for causal (left-padded) and seq2seq models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    architecture: str = "causal",
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+) -> list[str]:
+    """Answers for ``prompts``, whitespace-stripped. Prompts are tokenised exactly as in training
+    (special tokens of the tokenizer, nothing else); causal batches are padded on the left so every
+    answer starts right after its own prompt."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left" if architecture == "causal" else "right"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
+            out = model.generate(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                do_sample=False, num_beams=1, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            )
+            # Causal models return prompt + answer; peft prompt tuning returns the answer's positions
+            # after the (unreturned) virtual tokens the same way, so cutting at the prompt width is exact.
+            new = out[:, enc["input_ids"].shape[1] :] if architecture == "causal" else out
+            answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return answers

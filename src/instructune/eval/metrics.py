@@ -1,0 +1,33 @@
+"""Scores for generated answers, grouped by task and by seen vs held-out task families."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+
+def normalize(text: str) -> str:
+    """Exact match compares case-folded text with runs of whitespace collapsed and ends stripped
+    (punctuation is kept: it is part of the answer for tasks such as uppercase or passive voice)."""
+    return " ".join(text.casefold().split())
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    return normalize(prediction) == normalize(reference)
+
+
+def grouped_exact_match(
+    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str]
+) -> dict[str, object]:
+    """Exact match overall, for seen tasks, for held-out tasks (tasks never in the train split) and
+    per task. Groups without examples are omitted, not reported as 0."""
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for pred, ref, task in zip(predictions, references, tasks, strict=True):
+        hit = exact_match(pred, ref)
+        hits["all"].append(hit)
+        if task:
+            hits["seen" if task in seen_tasks else "held_out"].append(hit)
+            hits[f"task/{task}"].append(hit)
+    scores: dict[str, object] = {k: sum(v) / len(v) for k, v in hits.items()}
+    scores["n"] = len(hits["all"])
+    return scores

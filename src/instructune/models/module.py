@@ -1,0 +1,102 @@
+"""The LightningModule: one loss for every model family and strategy, computed here on the batch's
+shifted targets, so the same code serves instruction tuning and plain language modelling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.text import Perplexity
+
+IGNORE_INDEX = -100  # the batch contract shared with data/ (kept in sync by a test)
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with warmup, then linear or cosine decay to zero (transformers' schedules)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = 0.05
+    schedule: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"optimizer.schedule must be linear, cosine or constant, got {self.schedule!r}")
+
+
+class InstructionTuningModule(L.LightningModule):
+    """Wraps a causal or seq2seq Hugging Face model (plain or peft-wrapped).
+
+    Training minimises token-level cross-entropy on ``labels``; validation reports ``val/loss`` and
+    ``val/ppl`` on ``response_labels`` (response tokens only, whatever the masking).
+    """
+
+    def __init__(self, model: nn.Module, architecture: str = "causal", optimizer: OptimizerConfig | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.architecture = architecture
+        self.optim = optimizer or OptimizerConfig()
+        self.val_loss = MeanMetric()
+        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits aligned with ``batch['labels']`` (virtual prompt-tuning tokens sliced off)."""
+        if self.architecture == "seq2seq":
+            decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             decoder_input_ids=decoder_input_ids, use_cache=False)
+        else:
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        logits = out.logits
+        width = batch["labels"].shape[1]
+        return logits[:, -width:] if logits.shape[1] != width else logits
+
+    @staticmethod
+    def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss over target tokens, number of target tokens)."""
+        n = (targets != IGNORE_INDEX).sum()
+        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+        return loss_sum / n.clamp(min=1), n
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.token_loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        targets = batch["response_labels"]
+        loss, n = self.token_loss(logits, targets)
+        self.val_loss.update(loss, weight=n)
+        self.val_ppl.update(logits.float(), targets)
+        self.log("val/loss", self.val_loss, prog_bar=True, on_epoch=True)
+        self.log("val/ppl", self.val_ppl, on_epoch=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                                  get_linear_schedule_with_warmup)
+
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.optim.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.lr, betas=self.optim.betas)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = math.ceil(self.optim.warmup_ratio * total)
+        if self.optim.schedule == "constant":
+            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        else:
+            make = get_cosine_schedule_with_warmup if self.optim.schedule == "cosine" else get_linear_schedule_with_warmup
+            scheduler = make(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

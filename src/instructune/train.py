@@ -1,0 +1,218 @@
+"""One training run, from a composed Hydra config to a run folder:
+
+    load tokenizer + model → data module → evaluate the base → apply the strategy → fit →
+    evaluate the tuned model → export (adapter or full model, tokenizer, prompt style) → summary.json
+
+Everything is read from ``cfg`` here and passed down as plain typed arguments; no module below
+this one sees the config object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from instructune.data.datamodule import InstructionDataModule
+from instructune.data.records import Record
+from instructune.data.tokenizer import load_tokenizer
+from instructune.env import configure_wandb_mode, redact
+from instructune.eval.generate import generate
+from instructune.eval.metrics import grouped_exact_match
+from instructune.models.loading import count_parameters, load_model
+from instructune.models.module import InstructionTuningModule, OptimizerConfig
+from instructune.models.strategies import Strategy
+from instructune.report import format_run_table
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+MODEL_DIR = "model"
+
+
+def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; always leaves ``summary.json`` (status ok or failed)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"status": "running", "config": _config_digest(cfg)}
+    try:
+        summary.update(_run(cfg, output_dir, sweep_group))
+        summary["status"] = "ok"
+    except Exception as e:
+        summary.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+        raise
+    finally:
+        summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+        (output_dir / SUMMARY_FILE).write_text(redact(json.dumps(summary, indent=2, default=str)) + "\n")
+    return summary
+
+
+def _config_digest(cfg: DictConfig) -> dict[str, Any]:
+    """The few choices a sweep table is keyed by (the full resolved config sits in .hydra/)."""
+    return {"model": cfg.model.name, "data": cfg.data.name, "peft": get_class(cfg.peft._target_).name, "masking": bool(cfg.masking),
+            "seed": int(cfg.seed), "prompt_style": cfg.data.prompt.style}
+
+
+def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    architecture = cfg.model.architecture
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
+    data = InstructionDataModule(
+        source=instantiate(cfg.data.source),
+        tokenizer=tokenizer,
+        prompt=OmegaConf.to_container(cfg.data.prompt, resolve=True),  # type: ignore[arg-type]
+        masking=cfg.masking,
+        architecture=architecture,
+        max_seq_length=cfg.data.max_seq_length,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        pad_to_multiple_of=cfg.data.pad_to_multiple_of,
+    )
+    data.setup("fit")
+    model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
+                       cfg.model.trust_remote_code)
+    strategy: Strategy = instantiate(cfg.peft)
+    evaluation = _Evaluation(data, tokenizer, architecture, cfg.eval)
+    base_scores = evaluation.run(model, "base") if cfg.eval.base else None
+
+    model = strategy.apply(model, architecture)
+    model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
+    trainable, total = count_parameters(model)
+    lr = cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr
+    optim = OptimizerConfig(lr=lr, weight_decay=cfg.optimizer.weight_decay, warmup_ratio=cfg.optimizer.warmup_ratio,
+                            schedule=cfg.optimizer.schedule)
+    module = InstructionTuningModule(model, architecture, optim)
+    loggers = _loggers(cfg, output_dir, sweep_group)
+    for lg in loggers:
+        lg.log_hyperparams({"params/trainable": trainable, "params/total": total, "optimizer/lr": lr,
+                            **_config_digest(cfg)})
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir))
+    fit_started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=data)
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        tuned_scores = evaluation.run(model, "tuned") if cfg.eval.tuned else None
+        if base_scores is not None or tuned_scores is not None:
+            scores = {k: v for k, v in (("base", base_scores), ("tuned", tuned_scores)) if v is not None}
+            for lg in loggers:
+                lg.log_metrics({f"eval/{who}/{k}": v for who, s in scores.items() for k, v in s.items()
+                                if isinstance(v, float)}, step=trainer.global_step)
+    finally:
+        for lg in loggers:
+            lg.finalize("success")
+        _finish_wandb()
+    evaluation.write_predictions(output_dir / PREDICTIONS_FILE)
+    export_dir = output_dir / MODEL_DIR
+    if cfg.export:
+        _export(model, tokenizer, data, strategy, cfg, export_dir)
+    result: dict[str, Any] = {
+        "data": {split: len(examples) for split, examples in data.examples.items()},
+        "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},
+        "lr": lr,
+        "steps": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 2),
+        "metrics": metrics,
+        "eval": {"base": base_scores, "tuned": tuned_scores},
+        "samples": evaluation.samples(cfg.eval.samples),
+        "model_dir": str(export_dir) if cfg.export else None,
+    }
+    print(format_run_table(result))
+    return result
+
+
+class _Evaluation:
+    """Generate answers for the test split and score them; keeps every prediction for the JSONL file."""
+
+    def __init__(self, data: InstructionDataModule, tokenizer: Any, architecture: str, cfg: DictConfig) -> None:
+        self.tokenizer = tokenizer
+        self.architecture = architecture
+        self.max_new_tokens = cfg.max_new_tokens
+        self.batch_size = cfg.batch_size
+        records: list[Record] = data.records.get(cfg.split, [])
+        self.records = records[: cfg.max_examples] if cfg.max_examples else records
+        self.prompts = [data.format_prompt(r) for r in self.records]
+        self.seen_tasks = {r.get("task", "") for r in data.records["train"]}
+        self.answers: dict[str, list[str]] = {}
+
+    def run(self, model: torch.nn.Module, who: str) -> dict[str, Any] | None:
+        if not self.records:
+            return None
+        started = time.perf_counter()
+        answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size)
+        self.answers[who] = answers
+        scores = grouped_exact_match(answers, [r["output"] for r in self.records],
+                                     [r.get("task") for r in self.records], self.seen_tasks)
+        log.info("%s model: exact match %.3f on %d test examples (%.1fs)", who, scores["all"], scores["n"],
+                 time.perf_counter() - started)
+        return scores
+
+    def samples(self, n: int) -> list[dict[str, str]]:
+        return [self._row(i) for i in range(min(n, len(self.records)))]
+
+    def _row(self, i: int) -> dict[str, str]:
+        r = self.records[i]
+        return {"instruction": r["instruction"], "input": r["input"], "reference": r["output"],
+                "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
+
+    def write_predictions(self, path: Path) -> None:
+        if self.answers:
+            with path.open("w") as f:
+                for i in range(len(self.records)):
+                    f.write(json.dumps(self._row(i)) + "\n")
+
+
+def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule, strategy: Strategy,
+            cfg: DictConfig, folder: Path) -> None:
+    """Hugging Face format: adapter only for peft strategies, the whole model for full / BitFit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data.prompt_style.save(folder)
+    meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture, "peft": strategy.name,
+            "adapter_only": strategy.is_peft}
+    (folder / "instructune.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("saved %s to %s", "adapter" if strategy.is_peft else "model", folder)
+
+
+def _loggers(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> list[Any]:
+    loggers = []
+    for name, lg_cfg in (cfg.get("logger") or {}).items():
+        if lg_cfg is None:
+            continue
+        kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
+        if "WandbLogger" in str(lg_cfg.get("_target_", "")):
+            mode = configure_wandb_mode()
+            kwargs["group"] = lg_cfg.get("group") or sweep_group
+            if mode == "offline":
+                log.info("W&B runs offline (no WANDB_API_KEY); sync later with: wandb sync %s/wandb/offline-run-*",
+                         output_dir)
+        loggers.append(instantiate(lg_cfg, **kwargs))
+    return loggers
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run even after a failure, so the next job of a sweep starts clean."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+__all__ = ["run", "SUMMARY_FILE", "PREDICTIONS_FILE", "MODEL_DIR"]

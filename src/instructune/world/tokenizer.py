@@ -1,0 +1,36 @@
+"""Train the embedded world's byte-level BPE tokenizer with the ``tokenizers`` library.
+
+``add_prefix_space=True``: every separately tokenised text starts as if a space preceded it, so an
+answer word tokenises the same after ``### Response:\\n`` (where the response is tokenised on its
+own) as in the middle of a pretraining sentence (`` Paris``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+EOS = "<|endoftext|>"
+# The chat template the world tokenizer ships with, so ``prompt=chat`` works offline (Phi-3 layout).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> object:
+    """Return a ``PreTrainedTokenizerFast`` (pad = EOS, as GPT-2) trained on ``texts``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS,
+                                   unk_token=EOS, clean_up_tokenization_spaces=False)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast

@@ -1,0 +1,101 @@
+"""The real entry point, as a user runs it: `python train.py` on tiny settings, and a 4-job sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+
+TINY = ["trainer.max_steps=30", "trainer.val_check_interval=15", "data.source.max_train_records=240",
+        "eval.max_examples=24", "eval.max_new_tokens=12"]
+
+
+def train(*overrides: str, multirun: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "train.py", *(["-m"] if multirun else []), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], proc.stderr[-4000:])
+    return proc
+
+
+@pytest.mark.slow
+def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    proc = train(*TINY, f"hydra.run.dir={tmp_path}", env=env)
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    assert summary["config"] == {"model": "world-gpt2", "data": "world", "peft": "lora", "masking": True, "seed": 42,
+                                 "prompt_style": "alpaca"}
+    # LoRA r=8 on c_attn (128 -> 384) in 4 layers: 4 * (128*8 + 8*384)
+    assert summary["params"]["trainable"] == 16384
+    assert summary["steps"] == 30 and summary["data"]["train"] == 240
+    assert set(summary["metrics"]) >= {"train/loss", "val/loss", "val/ppl"}
+    assert abs(summary["metrics"]["val/ppl"] - 2.718281828 ** summary["metrics"]["val/loss"]) < 1e-3 * summary["metrics"]["val/ppl"]
+    for who in ("base", "tuned"):
+        assert summary["eval"][who]["n"] == 24 and {"all", "seen"} <= set(summary["eval"][who])
+    assert "exact match on the test split (24 examples)" in proc.stdout and "| seen tasks" in proc.stdout
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 24 and set(predictions[0]) >= {"instruction", "input", "reference", "base", "tuned"}
+    model_dir = tmp_path / "model"
+    assert (model_dir / "adapter_config.json").is_file() and (model_dir / "adapter_model.safetensors").is_file()
+    assert not (model_dir / "model.safetensors").exists()
+    assert json.loads((model_dir / "prompt_style.json").read_text())["name"] == "alpaca"
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    # W&B ran offline without a key, and the CSV logger wrote its metrics
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(tmp_path.glob("csv/version_0/metrics.csv"))
+
+
+@pytest.mark.slow
+def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
+    proc = train("peft=lora,ia3", "masking=true,false", "logger=csv", "trainer.max_steps=4",
+                 "trainer.val_check_interval=4", "data.source.max_train_records=64", "eval.max_examples=4",
+                 "eval.max_new_tokens=4", "eval.base=false", "export=false", f"hydra.sweep.dir={tmp_path}", multirun=True)
+    assert proc.returncode == 0
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0_masking=true,peft=lora", "1_masking=false,peft=lora",
+                                      "2_masking=true,peft=ia3", "3_masking=false,peft=ia3"]
+    seen = set()
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["steps"] == 4
+        assert (job / ".hydra" / "config.yaml").is_file()
+        seen.add((summary["config"]["peft"], summary["config"]["masking"], summary["params"]["trainable"]))
+    # IA3 on the world GPT-2: c_attn (384) + mlp.c_proj (512 inputs) per layer, 4 layers
+    assert seen == {("lora", True, 16384), ("lora", False, 16384), ("ia3", True, 3584), ("ia3", False, 3584)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"{SHARED_DATA} is absent (the shared LLMs-from-scratch data)")
+def test_trains_on_the_shared_instruction_data(tmp_path):
+    proc = train("data=instruction_data", f"data.path={SHARED_DATA}", "logger=csv", "trainer.max_steps=20",
+                 "trainer.val_check_interval=10", "data.batch_size=8", "eval.max_examples=8", "eval.max_new_tokens=8",
+                 f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["data"] == {"train": 935, "validation": 110, "test": 55}
+    assert summary["config"]["data"] == "instruction_data" and summary["status"] == "ok"
+    metrics = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(metrics) == 8
+    # the loss of a 1M-parameter world model on real English is high but finite, and training lowers it
+    csv_rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    val = [float(r.split(",")[header.index("val/loss")]) for r in csv_rows[1:] if r.split(",")[header.index("val/loss")]]
+    assert len(val) == 2 and val[1] < val[0]
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    proc = train("data=json", f"data.path={tmp_path / 'missing.json'}", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 1
+    assert f"error: {tmp_path / 'missing.json'}: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "no such file" in summary["error"]

@@ -1,0 +1,69 @@
+import re
+from collections import Counter
+
+from instructune.world.generator import HELD_OUT_TASKS, build_tasks, corpus_documents, instruction_splits
+from instructune.world.source import WORLD_GPT2, WorldSource
+
+
+def test_splits_are_deterministic_and_held_out_families_only_in_test():
+    a, b = instruction_splits(0), instruction_splits(0)
+    assert a == b and instruction_splits(1) != a
+    train_tasks = {r["task"] for r in a["train"]}
+    test_tasks = Counter(r["task"] for r in a["test"])
+    assert set(HELD_OUT_TASKS) == {"country_of_capital", "singular", "animal_of_sound"}
+    assert not train_tasks & set(HELD_OUT_TASKS) and not {r["task"] for r in a["validation"]} & set(HELD_OUT_TASKS)
+    assert all(test_tasks[t] > 0 for t in HELD_OUT_TASKS)
+    assert train_tasks == {t.name for t in build_tasks()[0]}
+
+
+def _item(record, tasks):
+    """Recover the question item x from a record: its input, or the {x} slot of its phrasing."""
+    if record["input"]:
+        return record["input"]
+    for phrasing in tasks[record["task"]].phrasings:
+        m = re.fullmatch(re.escape(phrasing).replace(re.escape("{x}"), "(.+)"), record["instruction"])
+        if m:
+            return m.group(1)
+    raise AssertionError(record)
+
+
+def test_test_questions_never_appear_in_training():
+    s = instruction_splits(0)
+    tasks = {t.name: t for group in build_tasks() for t in group}
+    items = {split: {(r["task"], _item(r, tasks)) for r in s[split]} for split in s}
+    assert items["test"].isdisjoint(items["train"]) and items["validation"].isdisjoint(items["train"])
+    assert len(items["test"]) == len(s["test"])
+
+
+def test_several_phrasings_per_task_and_both_alpaca_variants():
+    s = instruction_splits(0)["train"]
+    phrasings = {}
+    for r in s:
+        phrasings.setdefault(r["task"], set()).add(r["instruction"] if r["input"] else "{x}")
+    assert all(len({r["instruction"] for r in s if r["task"] == t}) >= 3 for t in phrasings)
+    assert any(r["input"] for r in s) and any(not r["input"] for r in s)
+
+
+def test_corpus_is_plain_sentences_not_instructions():
+    docs = corpus_documents(0, 50)
+    text = " ".join(docs)
+    assert "### " not in text and "Instruction" not in text
+    assert "The capital of France is Paris." in text or "Paris is the capital of France." in text or "France" in text
+
+
+def test_world_source_validates_and_keeps_task():
+    splits = WorldSource(max_train_records=10).load()
+    assert len(splits["train"]) == 10 and set(splits["train"][0]) == {"instruction", "input", "output", "task"}
+
+
+def test_the_committed_base_and_its_tokenizer():
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(WORLD_GPT2)
+    assert (config.model_type, config.n_layer, config.n_embd, config.vocab_size) == ("gpt2", 4, 128, 2048)
+    tok = AutoTokenizer.from_pretrained(WORLD_GPT2)
+    # An answer tokenised on its own (as after "### Response:\n") equals the word inside a sentence.
+    alone = tok("Paris", add_special_tokens=False)["input_ids"]
+    inside = tok("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
+    assert len(alone) == 1 and alone[0] in inside
+    assert tok.pad_token_id == tok.eos_token_id and tok.chat_template
