@@ -74,3 +74,15 @@ def test_missing_file_and_empty_split(tmp_path):
         DatasetSource(str(tmp_path / "nope.json")).load()
     with pytest.raises(DataError, match="leaves the test split empty"):
         DatasetSource(str(_write(tmp_path, "json", ROWS[:5]))).load()
+
+
+def test_a_dataset_folder_keeps_its_own_splits(tmp_path):
+    """A folder of split files loads through the same load_dataset path as a hub name."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:30]))
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[30:]))
+    splits = DatasetSource(str(folder)).load()
+    assert [r["instruction"] for r in splits["test"]] == [f"task {i}" for i in range(30, 40)]
+    # validation is carved from train (10%), test is the source's own
+    assert len(splits["validation"]) == 3 and len(splits["train"]) == 27

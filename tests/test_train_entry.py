@@ -99,3 +99,28 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "no such file" in summary["error"]
+
+
+@pytest.mark.slow
+def test_seq2seq_run_through_train_py(tmp_path):
+    """A tiny T5 with the world tokenizer, loaded from a local folder, tuned with LoRA end to end."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from instructune.world.source import WORLD_GPT2
+
+    tok = AutoTokenizer.from_pretrained(WORLD_GPT2)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                num_heads=4, eos_token_id=tok.eos_token_id,
+                                                pad_token_id=tok.pad_token_id, decoder_start_token_id=tok.pad_token_id))
+    model.save_pretrained(tmp_path / "tiny-t5")
+    tok.save_pretrained(tmp_path / "tiny-t5")
+    run = tmp_path / "run"
+    proc = train(f"model.name_or_path={tmp_path / 'tiny-t5'}", "model.architecture=seq2seq", "model.name=tiny-t5",
+                 "data.prompt.style=flan", "logger=csv", "trainer.max_steps=4", "trainer.val_check_interval=4",
+                 "data.source.max_train_records=32", "eval.max_examples=4", "eval.max_new_tokens=4",
+                 f"hydra.run.dir={run}")
+    assert proc.returncode == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["config"]["model"] == "tiny-t5" and summary["steps"] == 4
+    assert (run / "model" / "adapter_config.json").is_file()
+    assert "masking=True changes nothing for this model" in (run / "train.log").read_text()

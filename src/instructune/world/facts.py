@@ -86,3 +86,26 @@ VERBS_PAST: dict[str, tuple[str, str]] = {
 }
 AGENTS: list[str] = ["the boy", "the girl", "the teacher", "the farmer", "the king", "my mother", "the cat", "a child"]
 PATIENTS: list[str] = ["the ball", "the cake", "the door", "the letter", "the house", "the car", "the box", "the window"]
+
+# Everyday sentences about asking and answering, so the words that prompt templates and instructions
+# use (instruction, task, input, response, request, context, rewrite, convert ...) are ordinary
+# English to the base model, as they are to any real pretrained model. None is in instruction format.
+CLASSROOM_AGENTS: list[str] = ["the teacher", "my friend", "the girl", "the boy", "the student", "my mother",
+                               "the farmer", "the king", "a child", "the assistant", "the user", "the writer"]
+CLASSROOM_ACTIONS: list[str] = [
+    "gave an instruction that describes a task", "wrote a response that completes the request",
+    "read the input that provides further context", "paired each instruction with an input",
+    "answered the request appropriately", "looked at the task below", "wrote the answer below the question",
+    "asked a question about the word", "wrote the word in capital letters", "gave a short response",
+    "found the context helpful", "made a request to the assistant", "wrote a response to the user",
+    "asked which city is the capital", "asked what the opposite of the word is", "named the capital city",
+    "told me the plural form of the noun", "could spell the given word backwards", "counted the letters of the word",
+    "had to rewrite the sentence in the passive voice", "had to convert the sentence to passive voice",
+    "turned the active sentence into a passive one", "fixed the grammar of the sentence",
+    "corrected the verb so that it agrees with the subject", "computed the sum and wrote the answer as a word",
+    "solved the sum below", "added the numbers and answered in words", "subtracted and wrote the answer as a word",
+    "made the word uppercase", "converted the noun to its plural", "named the sound this animal makes",
+    "found a word that means the opposite", "gave an antonym of the word", "wrote the singular form of the noun",
+    "calculated the answer", "said which animal makes the sound", "followed the instruction",
+    "read the following sentence", "checked the response", "completed the request",
+]

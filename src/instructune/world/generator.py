@@ -141,6 +141,8 @@ def _fact_sentences() -> dict[str, list[list[str]]]:
                       for s, v, t, o in _agreement_items()],
         "passive": [[f"{_cap(a)} {past} {p}.", f"{_cap(p)} was {pp} by {a}.",
                      f"Yesterday {a} {past} {p}, so {p} was {pp} by {a}."] for a, past, pp, p in _passive_items()],
+        "classroom": [[f"{_cap(a)} {act}.", f"Yesterday {a} {act}.", f"In the morning {a} {act}."]
+                      for a in F.CLASSROOM_AGENTS for act in F.CLASSROOM_ACTIONS],
     }
 
 
@@ -158,9 +160,18 @@ def corpus_sentences(seed: int, n_sentences: int) -> list[str]:
 
 
 def corpus_documents(seed: int, n_documents: int, sentences_per_document: int = 6) -> list[str]:
-    """Short documents of unrelated sentences: the raw text the base model is pretrained on."""
+    """Short documents of unrelated sentences, joined by spaces, line breaks or paragraph breaks:
+    the raw text the base model is pretrained on."""
+    rng = random.Random(seed + 1)
     sentences = corpus_sentences(seed, n_documents * sentences_per_document)
-    return [" ".join(sentences[i : i + sentences_per_document]) for i in range(0, len(sentences), sentences_per_document)]
+    docs = []
+    for i in range(0, len(sentences), sentences_per_document):
+        chunk = sentences[i : i + sentences_per_document]
+        doc = chunk[0]
+        for sentence in chunk[1:]:
+            doc += rng.choice((" ", " ", " ", "\n", "\n\n")) + sentence
+        docs.append(doc)
+    return docs
 
 
 # ---------------------------------------------------------------- instruction records

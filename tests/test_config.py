@@ -1,0 +1,61 @@
+"""Every shipped config composes, and names what the issue promises (tested for composition only:
+hub models and datasets cannot be downloaded here)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
+
+from conftest import REPO
+from instructune.entry import register_resolvers
+
+register_resolvers()
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=False)
+
+
+def test_default_is_world_gpt2_lora_masking():
+    cfg = _compose()
+    assert (cfg.data.name, cfg.model.name, cfg.masking, cfg.data.prompt.style) == ("world", "world-gpt2", True, "alpaca")
+    assert get_class(cfg.peft._target_).name == "lora"
+    assert cfg.model.name_or_path.endswith("world/assets/world-gpt2")
+
+
+@pytest.mark.parametrize("model,hub,arch", [
+    ("gpt2", "gpt2", "causal"), ("gpt2-medium", "gpt2-medium", "causal"),
+    ("flan-t5-small", "google/flan-t5-small", "seq2seq"), ("flan-t5-base", "google/flan-t5-base", "seq2seq"),
+    ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "causal"),
+])
+def test_hub_models(model, hub, arch):
+    cfg = _compose(f"model={model}")
+    assert (cfg.model.name_or_path, cfg.model.architecture, cfg.model.trust_remote_code) == (hub, arch, False)
+
+
+@pytest.mark.parametrize("peft", ["full", "lora", "prefix", "prompt", "ia3", "bitfit"])
+def test_every_strategy_instantiates_with_its_default_lr(peft):
+    from hydra.utils import instantiate
+
+    strategy = instantiate(_compose(f"peft={peft}").peft)
+    assert strategy.name == peft
+    assert strategy.lr == {"full": 1e-3, "lora": 3e-3, "bitfit": 1e-2, "prefix": 1e-2, "ia3": 3e-2, "prompt": 3e-2}[peft]
+
+
+def test_data_sources():
+    assert _compose("data=alpaca").data.source.path == "tatsu-lab/alpaca"
+    dolly = _compose("data=dolly").data.source.fields
+    assert (dolly.input, dolly.output, dolly.task) == ("context", "response", "category")
+    cfg = _compose("data=json", "data.path=/tmp/x.jsonl")
+    assert cfg.data.source.path == "/tmp/x.jsonl" and list(cfg.data.source.splits.values())[1:] == [0.85, 0.10, 0.05]
+    assert _compose("data=instruction_data").data.source.path.endswith("shared/data/instruction-data.json")
+
+
+def test_experiments_compose():
+    cfg = _compose("experiment=gpt2_medium_instruction_data")
+    assert (cfg.model.name, cfg.data.name, get_class(cfg.peft._target_).name) == ("gpt2-medium", "instruction_data", "full")
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == 5e-5
+    cfg = _compose("experiment=flan_t5_small_alpaca")
+    assert (cfg.model.architecture, cfg.data.prompt.style, cfg.peft.r) == ("seq2seq", "flan", 16)
