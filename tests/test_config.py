@@ -41,7 +41,7 @@ def test_every_strategy_instantiates_with_its_default_lr(peft):
 
     strategy = instantiate(_compose(f"peft={peft}").peft)
     assert strategy.name == peft
-    assert strategy.lr == {"full": 1e-3, "lora": 3e-3, "bitfit": 1e-2, "prefix": 1e-2, "ia3": 3e-2, "prompt": 3e-2}[peft]
+    assert strategy.lr == {"full": 1e-3, "lora": 1e-2, "bitfit": 1e-2, "prefix": 1e-2, "ia3": 3e-2, "prompt": 3e-2}[peft]
 
 
 def test_data_sources():

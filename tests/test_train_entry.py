@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SHARED_DATA
+from instructune.data.prompts import PromptStyle
 
 TINY = ["trainer.max_steps=30", "trainer.val_check_interval=15", "data.source.max_train_records=240",
         "eval.max_examples=24", "eval.max_new_tokens=12"]
@@ -48,7 +49,21 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
     assert (model_dir / "adapter_config.json").is_file() and (model_dir / "adapter_model.safetensors").is_file()
     assert not (model_dir / "model.safetensors").exists()
     assert json.loads((model_dir / "prompt_style.json").read_text())["name"] == "alpaca"
-    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "config.yaml").is_file()
+    from peft import PeftModel
+
+    from instructune.data.tokenizer import load_tokenizer
+    from instructune.eval.generate import generate
+    from instructune.models.loading import load_model
+
+    base_model = json.loads((model_dir / "instructune.json").read_text())["base_model"]
+    assert base_model.endswith("world-gpt2")
+    tuned = PeftModel.from_pretrained(load_model(base_model), model_dir)
+    sample = summary["samples"][0]
+    prompt_style = PromptStyle.load(model_dir)
+    answer = generate(tuned, load_tokenizer(str(model_dir)), [prompt_style.format(sample["instruction"], sample["input"])],
+                      max_new_tokens=12)
+    assert answer == [sample["tuned"]]  # the saved adapter reproduces the run's own generation
     # W&B ran offline without a key, and the CSV logger wrote its metrics
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert list(tmp_path.glob("csv/version_0/metrics.csv"))
@@ -61,8 +76,9 @@ def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
                  "eval.max_new_tokens=4", "eval.base=false", "export=false", f"hydra.sweep.dir={tmp_path}", multirun=True)
     assert proc.returncode == 0
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0_masking=true,peft=lora", "1_masking=false,peft=lora",
-                                      "2_masking=true,peft=ia3", "3_masking=false,peft=ia3"]
+    # each job's folder is named by its number and overrides
+    named = [(p.name.split("_")[0], "masking=true" in p.name.lower(), "peft=lora" in p.name) for p in jobs]
+    assert named == [("0", True, True), ("1", False, True), ("2", True, False), ("3", False, False)]
     seen = set()
     for job in jobs:
         summary = json.loads((job / "summary.json").read_text())
@@ -124,3 +140,37 @@ def test_seq2seq_run_through_train_py(tmp_path):
     assert summary["status"] == "ok" and summary["config"]["model"] == "tiny-t5" and summary["steps"] == 4
     assert (run / "model" / "adapter_config.json").is_file()
     assert "masking=True changes nothing for this model" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_bitfit_with_chat_prompts_exports_a_full_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from instructune.data.prompts import PromptStyle
+
+    proc = train("peft=bitfit", "data.prompt.style=chat", "masking=false", "logger=none", "trainer.max_steps=6",
+                 "trainer.val_check_interval=6", "data.source.max_train_records=48", "eval.max_examples=4",
+                 "eval.max_new_tokens=4", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # biases of the world GPT-2: per layer ln_1 128 + c_attn 384 + c_proj 128 + ln_2 128 + c_fc 512 + proj 128; ln_f 128
+    assert summary["params"]["trainable"] == 4 * 1408 + 128
+    assert (summary["config"]["masking"], summary["config"]["prompt_style"]) == (False, "chat")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert sum(p.numel() for p in model.parameters()) == summary["params"]["total"]
+    assert PromptStyle.load(tmp_path / "model").name == "chat"
+    resolved = (tmp_path / "config.yaml").read_text()
+    assert "${" not in resolved and "_target_: instructune.models.strategies.BitFit" in resolved
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    # max_seq_length=8: every prompt fills the window, so that job fails with a clear reason
+    proc = train("data.max_seq_length=8,256", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                 "data.source.max_train_records=16", "eval.max_examples=2", "eval.max_new_tokens=2", "eval.base=false",
+                 "export=false", f"hydra.sweep.dir={tmp_path}", multirun=True)
+    assert proc.returncode == 1  # the sweep reports its failure ...
+    failed = json.loads(next(tmp_path.glob("0_*max_seq_length=8,*/summary.json")).read_text())
+    ok = json.loads(next(tmp_path.glob("1_*max_seq_length=256,*/summary.json")).read_text())
+    assert failed["status"] == "failed" and "was dropped by max_seq_length=8" in failed["error"]
+    assert ok["status"] == "ok"  # ... after running the other job

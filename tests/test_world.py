@@ -66,4 +66,8 @@ def test_the_committed_base_and_its_tokenizer():
     alone = tok("Paris", add_special_tokens=False)["input_ids"]
     inside = tok("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
     assert len(alone) == 1 and alone[0] in inside
+    # ... and an input word on its own line (as after "### Input:\n") is that same token too
+    after_newline = tok("### Input:\nParis\n\n### Response:\n", add_special_tokens=False)["input_ids"]
+    assert alone[0] in after_newline
+    assert tok.decode(tok("one line\nParis\n\nend", add_special_tokens=False)["input_ids"]).strip() == "one line\nParis\n\nend"
     assert tok.pad_token_id == tok.eos_token_id and tok.chat_template

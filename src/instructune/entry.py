@@ -41,7 +41,11 @@ def prepare() -> None:
 
 
 def main_job(cfg: DictConfig) -> float | None:
-    """One Hydra job. Known bad input ends the job with one line on stderr and exit status 1."""
+    """One Hydra job. Known bad input ends a single run with one line on stderr and exit status 1.
+
+    In a sweep the error is raised instead: Hydra records it for this job and runs the others
+    (a SystemExit would end the whole sweep); ``summary.json`` of the job says failed and why.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -54,6 +58,8 @@ def main_job(cfg: DictConfig) -> float | None:
         summary = run(cfg, output_dir, sweep_group=group)
     except USER_ERRORS as e:
         log.error("%s", e)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
         sys.exit(f"error: {e}")
     tuned = (summary.get("eval") or {}).get("tuned") or {}
     return tuned.get("all")

@@ -36,6 +36,7 @@ from instructune.report import format_run_table
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+RESOLVED_CONFIG_FILE = "config.yaml"
 PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
 
@@ -43,6 +44,7 @@ MODEL_DIR = "model"
 def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration; always leaves ``summary.json`` (status ok or failed)."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RESOLVED_CONFIG_FILE).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
     summary: dict[str, Any] = {"status": "running", "config": _config_digest(cfg)}
     try:
@@ -159,7 +161,16 @@ class _Evaluation:
         return scores
 
     def samples(self, n: int) -> list[dict[str, str]]:
-        return [self._row(i) for i in range(min(n, len(self.records)))]
+        """The first ``n`` examples, one per task where records have tasks (a more telling sample)."""
+        picked: list[int] = []
+        tasks: set[str] = set()
+        for i, r in enumerate(self.records):
+            if len(picked) == n:
+                break
+            if r.get("task") not in tasks or not r.get("task"):
+                picked.append(i)
+                tasks.add(r.get("task", ""))
+        return [self._row(i) for i in picked]
 
     def _row(self, i: int) -> dict[str, str]:
         r = self.records[i]

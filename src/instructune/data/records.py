@@ -66,7 +66,7 @@ def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where:
     """
     out: list[Record] = []
     skipped: list[str] = []
-    columns = set(rows[0].keys()) if len(rows) else set()
+    columns = set().union(*(r.keys() for r in rows)) if len(rows) else set()
     for role in ("instruction", "input", "output", "task"):
         column = getattr(fields, role)
         if column is not None and len(rows) and column not in columns:
@@ -83,6 +83,8 @@ def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where:
             skipped.append(str(e))
     if skipped:
         log.warning("%s: skipped %d invalid record(s); first: %s", where, len(skipped), skipped[0])
+    if rows and not out:
+        raise DataError(f"{where}: no valid record left after skipping {len(skipped)} invalid one(s)")
     return out
 
 
@@ -198,7 +200,9 @@ class DatasetSource:
                 if fmt is None:
                     raise DataError(f"{self.path}: unknown file type {local.suffix!r}; use .json, .jsonl, .csv or .parquet")
                 if fmt == "json":
-                    _check_json(local)
+                    # Parsed here, not by datasets: its JSON reader reports no line numbers and
+                    # fails on a column of mixed types before any record could be named.
+                    return {"train": _read_json(local)}
                 ds = datasets.load_dataset(fmt, data_files={"train": str(local)})
             else:
                 ds = datasets.load_dataset(self.path, self.subset)
@@ -211,8 +215,8 @@ class DatasetSource:
         return {name: split.to_list() for name, split in ds.items()}
 
 
-def _check_json(path: Path) -> None:
-    """Parse JSON / JSONL ourselves first: ``datasets`` reports malformed JSON without a line number."""
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    """A JSON array of objects or JSON Lines, with line numbers in every error."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -227,10 +231,15 @@ def _check_json(path: Path) -> None:
             raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
         if not data:
             raise DataError(f"{path}: the JSON array is empty")
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON array of records")
         for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise DataError(f"{path}: record {i}: expected an object, got {type(row).__name__}")
-        return
+        return data
+    if not stripped.startswith("{"):
+        raise DataError(f"{path}: expected a JSON array or JSON Lines of objects")
+    rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -240,6 +249,8 @@ def _check_json(path: Path) -> None:
             raise DataError(f"{path}: malformed JSON Lines at line {lineno}, column {e.colno}: {e.msg}") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {lineno}: expected an object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
 
 
 @dataclass

@@ -87,14 +87,14 @@ class _PeftStrategy(Strategy):
     def is_peft(self) -> bool:
         return True
 
-    def peft_config(self, architecture: str) -> Any:
+    def peft_config(self, architecture: str, model_type: str) -> Any:
         raise NotImplementedError
 
     def apply(self, model: nn.Module, architecture: str) -> nn.Module:
         from peft import get_peft_model
 
         try:
-            peft_model = get_peft_model(model, self.peft_config(architecture))
+            peft_model = get_peft_model(model, self.peft_config(architecture, _model_type(model)))
         except ValueError as e:
             raise ModelError(f"peft={self.name} on a {_model_type(model)} model: {str(e).splitlines()[0]}") from None
         return self._checked(peft_model)
@@ -112,11 +112,12 @@ class LoRA(_PeftStrategy):
     dropout: float = 0.05
     target_modules: list[str] | None = None
 
-    def peft_config(self, architecture: str) -> Any:
+    def peft_config(self, architecture: str, model_type: str) -> Any:
         from peft import LoraConfig
 
         return LoraConfig(task_type=_task_type(architecture), r=self.r, lora_alpha=self.alpha,
-                          lora_dropout=self.dropout, target_modules=self.target_modules)
+                          lora_dropout=self.dropout, target_modules=self.target_modules,
+                          fan_in_fan_out=model_type == "gpt2")  # GPT-2 stores Linear layers transposed (Conv1D)
 
 
 @dataclass
@@ -128,11 +129,11 @@ class IA3(_PeftStrategy):
     target_modules: list[str] | None = None
     feedforward_modules: list[str] | None = None
 
-    def peft_config(self, architecture: str) -> Any:
+    def peft_config(self, architecture: str, model_type: str) -> Any:
         from peft import IA3Config
 
         return IA3Config(task_type=_task_type(architecture), target_modules=self.target_modules,
-                         feedforward_modules=self.feedforward_modules)
+                         feedforward_modules=self.feedforward_modules, fan_in_fan_out=model_type == "gpt2")
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Prefix(_VirtualTokens):
     prefix_projection: bool = False
     encoder_hidden_size: int | None = None
 
-    def peft_config(self, architecture: str) -> Any:
+    def peft_config(self, architecture: str, model_type: str) -> Any:
         from peft import PrefixTuningConfig
 
         self._check_tokens()
@@ -171,7 +172,7 @@ class Prompt(_VirtualTokens):
     lr: float = 3e-2
     init: str = "SAMPLE_VOCAB"
 
-    def peft_config(self, architecture: str) -> Any:
+    def peft_config(self, architecture: str, model_type: str) -> Any:
         from peft import PromptTuningConfig, PromptTuningInit
 
         self._check_tokens()

@@ -1,8 +1,10 @@
 """Train the embedded world's byte-level BPE tokenizer with the ``tokenizers`` library.
 
-``add_prefix_space=True``: every separately tokenised text starts as if a space preceded it, so an
-answer word tokenises the same after ``### Response:\\n`` (where the response is tokenised on its
-own) as in the middle of a pretraining sentence (`` Paris``).
+Spaces before words: the byte-level pre-tokenizer adds a prefix space to every separately tokenised
+text *and to every line* (text is split at line breaks first). So an answer word tokenises the same
+after ``### Response:\\n`` (the response is tokenised on its own) and an input word the same after
+``### Input:\\n`` as in the middle of a pretraining sentence (`` Paris``, one token). The decoder
+removes the spaces it added around line breaks.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ CHAT_TEMPLATE = (
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> object:
     """Return a ``PreTrainedTokenizerFast`` (pad = EOS, as GPT-2) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=True)]
+    )
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace(" \n", "\n"), decoders.Replace("\n ", "\n")])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
