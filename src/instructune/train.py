@@ -80,6 +80,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         pad_to_multiple_of=cfg.data.pad_to_multiple_of,
+        seed=cfg.seed,
     )
     data.setup("fit")
     model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
@@ -99,10 +100,11 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str
     for lg in loggers:
         lg.log_hyperparams({"params/trainable": trainable, "params/total": total, "optimizer/lr": lr,
                             **_config_digest(cfg)})
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),
+                                     **_checkpointing(cfg.checkpoint, output_dir))
     fit_started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         tuned_scores = evaluation.run(model, "tuned") if cfg.eval.tuned else None
@@ -195,6 +197,21 @@ def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule,
             "adapter_only": strategy.is_peft}
     (folder / "instructune.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("saved %s to %s", "adapter" if strategy.is_peft else "model", folder)
+
+
+def _checkpointing(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Trainer arguments for checkpoints: the latest only (``last.ckpt`` links to it), written
+    atomically, loaded weights-only."""
+    if not cfg.enabled:
+        return {"enable_checkpointing": False}
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from instructune.models.checkpoint_io import AtomicCheckpointIO
+
+    callback = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last="link", save_top_k=1,
+                               every_n_epochs=cfg.every_n_epochs if not cfg.every_n_train_steps else None,
+                               every_n_train_steps=cfg.every_n_train_steps, save_on_train_epoch_end=True)
+    return {"enable_checkpointing": True, "callbacks": [callback], "plugins": [AtomicCheckpointIO()]}
 
 
 def _loggers(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> list[Any]:

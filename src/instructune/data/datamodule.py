@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from instructune.data.collate import CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
+from instructune.data.sampler import EpochSeededSampler
 from instructune.data.tokenize import TokenizedExample, tokenize_pairs, tokenize_text
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,11 @@ class InstructionDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
+        self.seed = seed
         self.tokenizer = tokenizer
         self.prompt_style = _as_style(prompt)
         self.masking = masking
@@ -89,13 +92,16 @@ class InstructionDataModule(L.LightningDataModule):
             raise DataError("the train split is empty after loading and filtering")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        examples = self.examples[split]
         return DataLoader(
-            self.examples[split],  # type: ignore[arg-type]  # a list is a map-style dataset
+            examples,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=EpochSeededSampler(len(examples), self.seed) if shuffle else None,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # workers' base seed from a private generator, not the global RNG that dropout uses
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

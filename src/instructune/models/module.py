@@ -46,6 +46,9 @@ class InstructionTuningModule(L.LightningModule):
         self.optim = optimizer or OptimizerConfig()
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        # Checkpoints of peft / BitFit runs hold the trainable tensors only; the frozen base is
+        # loaded from its pretrained weights on resume, so loading is not strict.
+        self.strict_loading = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits aligned with ``batch['labels']`` (virtual prompt-tuning tokens sliced off)."""
@@ -80,6 +83,18 @@ class InstructionTuningModule(L.LightningModule):
         self.val_ppl.update(logits.float(), targets)
         self.log("val/loss", self.val_loss, prog_bar=True, on_epoch=True)
         self.log("val/ppl", self.val_ppl, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trainable parameters (a LoRA checkpoint stays kilobytes, not the whole base),
+        and the RNG state, so a resumed run draws the same dropout masks as an uninterrupted one."""
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        if len(trainable) < sum(1 for _ in self.model.parameters()):
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["instructune_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "instructune_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["instructune_rng"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,

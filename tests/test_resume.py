@@ -1,0 +1,64 @@
+"""Kill a run with SIGKILL after a checkpoint, resume it with ckpt_path=last, and get the same
+losses as an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from test_train_entry import train
+
+# 64 records at batch 16: 4 steps an epoch, a checkpoint at every epoch end, 40 steps in all
+SETTINGS = ["logger=none", "data.source.max_train_records=64", "data.batch_size=16", "trainer.max_steps=40",
+            "trainer.val_check_interval=20", "eval.base=false", "eval.tuned=false", "export=false"]
+
+
+def _kill_after_first_checkpoint(run_dir, overrides):
+    proc = subprocess.Popen([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peft", ["full", "lora"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peft):
+    overrides = [f"peft={peft}", *SETTINGS]
+    assert train(*overrides, f"hydra.run.dir={tmp_path / 'straight'}").returncode == 0
+    straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
+
+    interrupted = tmp_path / "interrupted"
+    assert _kill_after_first_checkpoint(interrupted, overrides) == -signal.SIGKILL
+    assert not (interrupted / "summary.json").exists()  # it really died before finishing
+    killed_at = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < killed_at < 40
+
+    assert train(*overrides, "ckpt_path=last", f"hydra.run.dir={interrupted}").returncode == 0
+    resumed = json.loads((interrupted / "summary.json").read_text())
+    assert resumed["steps"] == straight["steps"] == 40
+    for key in ("train/loss", "val/loss"):
+        assert resumed["metrics"][key] == pytest.approx(straight["metrics"][key], abs=1e-5)
+
+
+def test_peft_checkpoints_hold_only_trainable_tensors(tmp_path):
+    assert train("peft=lora", *SETTINGS[:-4], "trainer.max_steps=4", "trainer.val_check_interval=4",
+                 "eval.base=false", "eval.tuned=false", "export=false", f"hydra.run.dir={tmp_path}").returncode == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    keys = set(ckpt["state_dict"])
+    assert keys and all(".lora_" in k for k in keys) and len(keys) == 8  # A and B in 4 layers
+    assert sum(v.numel() for v in ckpt["state_dict"].values()) == 16384
+    assert {"optimizer_states", "lr_schedulers", "loops", "instructune_rng"} <= set(ckpt)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["epoch=0-step=4.ckpt", "last.ckpt"]  # the latest only; no temporary file left behind
