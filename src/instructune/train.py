@@ -206,11 +206,11 @@ def _checkpointing(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         return {"enable_checkpointing": False}
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from instructune.models.checkpoint_io import AtomicCheckpointIO
+    from instructune.models.checkpoint_io import AtomicCheckpointIO, EpochEndCheckpoint
 
-    callback = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last="link", save_top_k=1,
-                               every_n_epochs=cfg.every_n_epochs if not cfg.every_n_train_steps else None,
-                               every_n_train_steps=cfg.every_n_train_steps, save_on_train_epoch_end=True)
+    where = {"dirpath": output_dir / "checkpoints", "save_last": "link", "save_top_k": 1}
+    callback = (ModelCheckpoint(every_n_train_steps=cfg.every_n_train_steps, **where) if cfg.every_n_train_steps
+                else EpochEndCheckpoint(every_n_epochs=cfg.every_n_epochs, **where))
     return {"enable_checkpointing": True, "callbacks": [callback], "plugins": [AtomicCheckpointIO()]}
 
 

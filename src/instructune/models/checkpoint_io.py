@@ -1,4 +1,5 @@
-"""Checkpoint files written atomically and read without unpickling arbitrary objects."""
+"""Checkpoints: written atomically, read without unpickling arbitrary objects, taken where a
+resumed run continues exactly as an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import math
+
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -32,3 +37,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class EpochEndCheckpoint(ModelCheckpoint):
+    """Save after the last optimiser step of every ``every_n_epochs``-th epoch, from the batch-end hook.
+
+    Lightning resumes a checkpoint taken there at the start of the next epoch, where the epoch-seeded
+    sampler gives the same order as an uninterrupted run; a checkpoint taken in the epoch-end hook
+    instead resumes with the epoch's batch counter half-restored (one batch of the new epoch, then
+    the next epoch). Steps per epoch are known only once the trainer has its data.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, **kwargs: Any) -> None:
+        super().__init__(every_n_train_steps=None, every_n_epochs=0, save_on_train_epoch_end=False, **kwargs)
+        self.n_epochs = every_n_epochs
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        self._every_n_train_steps = max(steps_per_epoch * self.n_epochs, 1)
+        super().on_train_start(trainer, pl_module)
