@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def prepare() -> None:
         logging.getLogger(noisy).addFilter(lambda r: "litlogger" not in r.getMessage() and "Tip:" not in r.getMessage())
 
 
+def _spawns_processes(cfg: DictConfig) -> bool:
+    strategy = cfg.trainer.get("strategy")
+    name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "").lower()
+    return any(k in name for k in ("ddp", "fsdp", "deepspeed"))
+
+
 def main_job(cfg: DictConfig) -> float | None:
     """One Hydra job. Known bad input ends a single run with one line on stderr and exit status 1.
 
@@ -52,6 +59,13 @@ def main_job(cfg: DictConfig) -> float | None:
     from instructune.train import run
 
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and _spawns_processes(cfg) and "SLURM_JOB_ID" not in os.environ:
+        sys.exit(
+            "error: multi-process training (trainer.strategy DDP/FSDP/DeepSpeed) cannot run inside a local -m sweep: "
+            "Lightning starts the extra processes by re-running the command line, which would re-run the sweep. "
+            "Run each configuration as its own `python train.py trainer=ddp ...`, or sweep on SLURM with "
+            "hydra/launcher=slurm, where SLURM starts one task per device."
+        )
     output_dir = Path(hydra_cfg.runtime.output_dir)
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:

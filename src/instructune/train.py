@@ -41,8 +41,18 @@ PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
 
 
+def _is_rank_zero() -> bool:
+    """Rank from the launcher's environment (Lightning's DDP children, SLURM, torchrun), known
+    before the Trainer exists: only rank 0 evaluates and writes files."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; always leaves ``summary.json`` (status ok or failed)."""
+    """Train and evaluate one configuration; rank 0 always leaves ``summary.json`` (ok or failed)."""
+    if not _is_rank_zero():
+        return _run(cfg, output_dir, sweep_group, rank_zero=False)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG_FILE).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
@@ -65,7 +75,7 @@ def _config_digest(cfg: DictConfig) -> dict[str, Any]:
             "seed": int(cfg.seed), "prompt_style": cfg.data.prompt.style}
 
 
-def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str, Any]:
+def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: bool = True) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     architecture = cfg.model.architecture
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
@@ -87,7 +97,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str
                        cfg.model.trust_remote_code)
     strategy: Strategy = instantiate(cfg.peft)
     evaluation = _Evaluation(data, tokenizer, architecture, cfg.eval)
-    base_scores = evaluation.run(model, "base") if cfg.eval.base else None
+    base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 
     model = strategy.apply(model, architecture)
     model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
@@ -106,6 +116,8 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> dict[str
     try:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
+        if trainer.global_rank != 0:
+            return {"rank": trainer.global_rank}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         tuned_scores = evaluation.run(model, "tuned") if cfg.eval.tuned else None
         if base_scores is not None or tuned_scores is not None:

@@ -96,7 +96,7 @@ class InstructionDataModule(L.LightningDataModule):
         return DataLoader(
             examples,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            sampler=EpochSeededSampler(len(examples), self.seed) if shuffle else None,
+            sampler=EpochSeededSampler(len(examples), self.seed, self.batch_size) if shuffle else None,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -71,8 +71,20 @@ class InstructionTuningModule(L.LightningModule):
         return loss_sum / n.clamp(min=1), n
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self.token_loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        """Mean over the loss-bearing tokens of the *global* batch. DDP averages gradients over
+        ranks, so each rank's token sum is divided by the global token count times the world size:
+        N processes at batch B then take the same step as one process at batch N*B (a mean of
+        per-rank means would weight short-answer ranks more)."""
+        mean, n = self.token_loss(self(batch), batch["labels"])
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            loss_sum = mean * n.clamp(min=1)
+            n_global = self.all_gather(n).sum()
+            loss = loss_sum * world / n_global.clamp(min=1)
+            mean = self.all_gather(loss_sum.detach()).sum() / n_global.clamp(min=1)
+        else:
+            loss = mean
+        self.log("train/loss", mean, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return loss
