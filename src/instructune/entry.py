@@ -56,7 +56,7 @@ def main_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from instructune.train import run
+    from instructune.train import ConfigError, run
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN and _spawns_processes(cfg) and "SLURM_JOB_ID" not in os.environ:
@@ -70,7 +70,7 @@ def main_job(cfg: DictConfig) -> float | None:
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
         summary = run(cfg, output_dir, sweep_group=group)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, ConfigError) as e:
         log.error("%s", e)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise

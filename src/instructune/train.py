@@ -41,6 +41,25 @@ PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
 
 
+class ConfigError(ValueError):
+    """A config node that cannot be built (unknown option, wrong type); the message names the node."""
+
+
+def _build(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with its wrapped exception turned into one line naming the node."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause: BaseException = e
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ValueError) and not isinstance(cause, InstantiationException):
+            raise cause from None  # our own clear errors (DataError, ModelError) pass through
+        raise ConfigError(f"{what}: {str(cause).splitlines()[0]}") from None
+
+
 def _is_rank_zero() -> bool:
     """Rank from the launcher's environment (Lightning's DDP children, SLURM, torchrun), known
     before the Trainer exists: only rank 0 evaluates and writes files."""
@@ -54,7 +73,10 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
     if not _is_rank_zero():
         return _run(cfg, output_dir, sweep_group, rank_zero=False)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG_FILE).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+    # A run resumed in an existing folder keeps the files of the attempt before it until it succeeds.
+    earlier = {name: (output_dir / name).exists() for name in (RESOLVED_CONFIG_FILE, SUMMARY_FILE)}
+    config_file = "config.resumed.yaml" if earlier[RESOLVED_CONFIG_FILE] else RESOLVED_CONFIG_FILE
+    (output_dir / config_file).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
     summary: dict[str, Any] = {"status": "running", "config": _config_digest(cfg)}
     try:
@@ -65,7 +87,8 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
         raise
     finally:
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
-        (output_dir / SUMMARY_FILE).write_text(redact(json.dumps(summary, indent=2, default=str)) + "\n")
+        name = "summary.failed.json" if summary["status"] != "ok" and earlier[SUMMARY_FILE] else SUMMARY_FILE
+        (output_dir / name).write_text(redact(json.dumps(summary, indent=2, default=str)) + "\n")
     return summary
 
 
@@ -80,7 +103,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     architecture = cfg.model.architecture
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
     data = InstructionDataModule(
-        source=instantiate(cfg.data.source),
+        source=_build(cfg.data.source, "data.source"),
         tokenizer=tokenizer,
         prompt=OmegaConf.to_container(cfg.data.prompt, resolve=True),  # type: ignore[arg-type]
         masking=cfg.masking,
@@ -95,7 +118,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     data.setup("fit")
     model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
                        cfg.model.trust_remote_code)
-    strategy: Strategy = instantiate(cfg.peft)
+    strategy: Strategy = _build(cfg.peft, "peft")
     evaluation = _Evaluation(data, tokenizer, architecture, cfg.eval)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 
@@ -110,8 +133,8 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     for lg in loggers:
         lg.log_hyperparams({"params/trainable": trainable, "params/total": total, "optimizer/lr": lr,
                             **_config_digest(cfg)})
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),
-                                     **_checkpointing(cfg.checkpoint, output_dir))
+    trainer: L.Trainer = _build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(output_dir),
+                                **_checkpointing(cfg.checkpoint, output_dir))
     fit_started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
