@@ -59,3 +59,29 @@ def test_experiments_compose():
     assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == 5e-5
     cfg = _compose("experiment=flan_t5_small_alpaca")
     assert (cfg.model.architecture, cfg.data.prompt.style, cfg.peft.r) == ("seq2seq", "flan", 16)
+
+
+def _compose_with_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_distributed_trainers_compose():
+    from hydra.utils import instantiate
+
+    ddp = _compose("trainer=ddp").trainer
+    assert (ddp.accelerator, ddp.use_distributed_sampler, ddp.strategy.find_unused_parameters) == ("gpu", False, False)
+    cpu = _compose("trainer=ddp_cpu").trainer
+    assert (cpu.accelerator, cpu.devices, cpu.strategy.process_group_backend) == ("cpu", 2, "gloo")
+    fsdp = instantiate(_compose("trainer=fsdp").trainer.strategy)
+    assert type(fsdp).__name__ == "FSDPStrategy"
+    assert _compose("trainer=deepspeed").trainer.strategy.stage == 2
+
+
+def test_slurm_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = _compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4",
+                              "trainer=ddp")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == ("gpu", 4, 4, 1)

@@ -118,3 +118,31 @@ def test_loading_errors(tiny_dirs, tmp_path):
         load_model(str(tmp_path))
     with pytest.raises(ModelError, match="a t5 model is seq2seq, but model.architecture=causal"):
         load_model(str(tiny_dirs["t5"]), "causal")
+
+
+@pytest.mark.parametrize("name", ["lora", "full"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs, name):
+    from instructune.models.loading import enable_gradient_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        base = load_model(str(tiny_dirs["gpt2"]))
+        if checkpointing:
+            enable_gradient_checkpointing(base, name)
+        model = make_strategy(name, **({"dropout": 0.0} if name == "lora" else {})).apply(base, "causal")
+        model.train()
+        module = InstructionTuningModule(model, "causal")
+        loss, _ = module.token_loss(module(_batch("causal")), _batch("causal")["labels"])
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n])
+
+
+def test_prefix_tuning_with_gradient_checkpointing_is_refused(tiny_dirs):
+    from instructune.models.loading import enable_gradient_checkpointing
+
+    with pytest.raises(ModelError, match="peft=prefix cannot be combined with gradient checkpointing"):
+        enable_gradient_checkpointing(load_model(str(tiny_dirs["gpt2"])), "prefix")

@@ -71,9 +71,13 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
-    proc = train("peft=lora,ia3", "masking=true,false", "logger=csv", "trainer.max_steps=4",
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    proc = train("peft=lora,ia3", "masking=true,false", "trainer.max_steps=4",
                  "trainer.val_check_interval=4", "data.source.max_train_records=64", "eval.max_examples=4",
-                 "eval.max_new_tokens=4", "eval.base=false", "export=false", f"hydra.sweep.dir={tmp_path}", multirun=True)
+                 "eval.max_new_tokens=4", "eval.base=false", "export=false", f"hydra.sweep.dir={tmp_path}", multirun=True,
+                 env=env)
     assert proc.returncode == 0
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     # each job's folder is named by its number and overrides
@@ -84,6 +88,10 @@ def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
         summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["steps"] == 4
         assert (job / ".hydra" / "config.yaml").is_file()
+        # one offline W&B run per job, finished, grouped under the sweep's name
+        wandb_files = list(job.glob("wandb/offline-run-*/run-*.wandb"))
+        group = tmp_path.name.encode()  # RunRecord field 6 (run_group), length-prefixed, in the protobuf log
+        assert len(wandb_files) == 1 and b"\x32" + bytes([len(group)]) + group in wandb_files[0].read_bytes()
         seen.add((summary["config"]["peft"], summary["config"]["masking"], summary["params"]["trainable"]))
     # IA3 on the world GPT-2: c_attn (384) + mlp.c_proj (512 inputs) per layer, 4 layers
     assert seen == {("lora", True, 16384), ("lora", False, 16384), ("ia3", True, 3584), ("ia3", False, 3584)}
@@ -174,3 +182,28 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     ok = json.loads(next(tmp_path.glob("1_*max_seq_length=256,*/summary.json")).read_text())
     assert failed["status"] == "failed" and "was dropped by max_seq_length=8" in failed["error"]
     assert ok["status"] == "ok"  # ... after running the other job
+
+
+@pytest.mark.slow
+def test_multirun_through_the_submitit_local_launcher(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = train("hydra/launcher=submitit_local", "peft=lora,bitfit", "logger=csv", "trainer.max_steps=2",
+                 "trainer.val_check_interval=2", "data.source.max_train_records=16", "eval.max_examples=2",
+                 "eval.max_new_tokens=2", "eval.base=false", "export=false", "checkpoint.enabled=false",
+                 f"hydra.sweep.dir={tmp_path}", multirun=True)
+    assert proc.returncode == 0
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))]
+    assert [(s["status"], s["config"]["peft"]) for s in summaries] == [("ok", "lora"), ("ok", "bitfit")]
+    assert list(tmp_path.glob(".submitit/*/*_log.out"))  # each job ran as its own submitit process
+
+
+@pytest.mark.slow
+def test_same_seed_same_losses(tmp_path):
+    runs = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        assert train("logger=none", "trainer.max_steps=8", "trainer.val_check_interval=8",
+                     "data.source.max_train_records=64", "eval.base=false", "eval.tuned=false", "export=false",
+                     "checkpoint.enabled=false", f"seed={seed}", f"hydra.run.dir={tmp_path / name}").returncode == 0
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["metrics"]
+    assert runs["a"] == runs["b"]  # bit-identical, LoRA dropout included
+    assert runs["a"]["train/loss"] != runs["c"]["train/loss"]

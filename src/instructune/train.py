@@ -28,7 +28,7 @@ from instructune.data.tokenizer import load_tokenizer
 from instructune.env import configure_wandb_mode, redact
 from instructune.eval.generate import generate
 from instructune.eval.metrics import grouped_exact_match
-from instructune.models.loading import count_parameters, load_model
+from instructune.models.loading import count_parameters, enable_gradient_checkpointing, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
 from instructune.report import format_run_table
@@ -119,6 +119,8 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
                        cfg.model.trust_remote_code)
     strategy: Strategy = _build(cfg.peft, "peft")
+    if cfg.model.get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model, strategy.name)
     evaluation = _Evaluation(data, tokenizer, architecture, cfg.eval)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 
