@@ -37,3 +37,14 @@ def test_ddp_inside_a_local_sweep_is_refused_clearly(tmp_path):
     proc = train("trainer=ddp_cpu", "peft=lora,ia3", f"hydra.sweep.dir={tmp_path}", multirun=True)
     assert proc.returncode == 1
     assert "cannot run inside a local -m sweep" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_runs_a_peft_strategy(tmp_path):
+    proc = train("trainer=ddp_cpu", "peft=lora", "logger=csv", "data.batch_size=8", "trainer.max_steps=4",
+                 "trainer.val_check_interval=4", "data.source.max_train_records=64", "eval.max_examples=4",
+                 "eval.max_new_tokens=4", "eval.base=false", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["steps"] == 4 and summary["params"]["trainable"] == 16384
+    assert (tmp_path / "model" / "adapter_model.safetensors").is_file()

@@ -141,6 +141,7 @@ def test_seq2seq_run_through_train_py(tmp_path):
     run = tmp_path / "run"
     proc = train(f"model.name_or_path={tmp_path / 'tiny-t5'}", "model.architecture=seq2seq", "model.name=tiny-t5",
                  "data.prompt.style=flan", "logger=csv", "trainer.max_steps=4", "trainer.val_check_interval=4",
+                 "trainer.precision=bf16-mixed",
                  "data.source.max_train_records=32", "eval.max_examples=4", "eval.max_new_tokens=4",
                  f"hydra.run.dir={run}")
     assert proc.returncode == 0
@@ -148,6 +149,7 @@ def test_seq2seq_run_through_train_py(tmp_path):
     assert summary["status"] == "ok" and summary["config"]["model"] == "tiny-t5" and summary["steps"] == 4
     assert (run / "model" / "adapter_config.json").is_file()
     assert "masking=True changes nothing for this model" in (run / "train.log").read_text()
+    assert "bf16-mixed" in (run / "config.yaml").read_text()
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -72,7 +74,12 @@ class InstructionDataModule(L.LightningDataModule):
         else:
             log.info("masking=%s: the training loss covers %s; validation loss always covers response tokens only",
                      self.masking, "response tokens only" if self.masking else "prompt and response tokens")
-        self.records = self.source.load()
+        # One process per node prepares (downloads, caches) at a time: under SLURM or torchrun all
+        # ranks start together, and the first one in warms the cache for the rest.
+        from filelock import FileLock
+
+        with FileLock(str(Path(tempfile.gettempdir()) / "instructune-data-prepare.lock")):
+            self.records = self.source.load()
         for split, records in self.records.items():
             prompts = [self.format_prompt(r) for r in records]
             examples, stats = tokenize_pairs(
