@@ -1,21 +1,72 @@
-"""The ``instructune`` command. Training itself runs through ``python train.py`` (Hydra)."""
+"""The ``instructune`` command: talk to a tuned run, merge adapters, rebuild the world.
+Training itself runs through ``python train.py`` (Hydra)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from instructune.eval.generate import generate
+    from instructune.eval.run_folder import load_tuned
+
+    tuned = load_tuned(args.run)
+    instructions = [args.instruction] if args.instruction else (line.rstrip("\n") for line in sys.stdin)
+    for instruction in instructions:
+        if not instruction.strip():
+            continue
+        prompt = tuned.prompt_style.format(instruction, args.input, tuned.tokenizer)
+        print(generate(tuned.model, tuned.tokenizer, [prompt], tuned.architecture, args.max_new_tokens)[0], flush=True)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    """LoRA / IA3 adapters folded into the base weights: a plain Hugging Face model folder."""
+    from instructune.eval.run_folder import load_tuned
+    from instructune.models.loading import ModelError
+
+    tuned = load_tuned(args.run)
+    if not tuned.meta["adapter_only"]:
+        raise ModelError(f"{args.run}: peft={tuned.meta['peft']} saved a full model already; nothing to merge")
+    if tuned.meta["peft"] not in ("lora", "ia3"):
+        raise ModelError(f"{args.run}: peft={tuned.meta['peft']} adds virtual tokens, which cannot be merged into weights")
+    merged = tuned.model.merge_and_unload()
+    args.out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(args.out)
+    tuned.tokenizer.save_pretrained(args.out)
+    tuned.prompt_style.save(args.out)
+    print(f"merged model saved to {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from instructune.data.prompts import PromptStyleError
+    from instructune.data.records import DataError
+    from instructune.models.loading import ModelError
+
     parser = argparse.ArgumentParser(prog="instructune", description="instruction-tuning research framework")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build-world", help="rebuild the embedded world, tokenizer and base model (see --help)",
-                   add_help=False)
+    gen = sub.add_parser("generate", help="answer an instruction (or one per stdin line) with a tuned run")
+    gen.add_argument("run", type=Path, help="run folder (or its model/ folder)")
+    gen.add_argument("instruction", nargs="?", help="omit to read instructions line by line from stdin")
+    gen.add_argument("--input", default="", help="the record's input field")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    merge = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model")
+    merge.add_argument("run", type=Path)
+    merge.add_argument("out", type=Path)
+    sub.add_parser("build-world", help="rebuild the embedded world, tokenizer and base model", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "build-world":
         from instructune.world.build import main as build_main
 
         build_main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        {"generate": _generate, "merge": _merge}[args.command](args)
+    except (DataError, ModelError, PromptStyleError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

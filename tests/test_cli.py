@@ -1,0 +1,63 @@
+"""`instructune generate` and `instructune merge` on a real (tiny) run folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from test_train_entry import train
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("lora-run")
+    assert train("logger=none", "trainer.max_steps=40", "trainer.val_check_interval=40",
+                 "data.source.max_train_records=240", "eval.base=false", "eval.max_examples=6",
+                 "eval.max_new_tokens=12", "checkpoint.enabled=false", f"hydra.run.dir={run}").returncode == 0
+    return run
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "instructune.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          input=stdin, timeout=300)
+
+
+@pytest.mark.slow
+def test_generate_reproduces_the_runs_own_answers(lora_run):
+    predictions = [json.loads(line) for line in (lora_run / "predictions.jsonl").read_text().splitlines()]
+    one = next(p for p in predictions if not p["input"])
+    proc = _cli("generate", str(lora_run), one["instruction"], "--max-new-tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == one["tuned"]
+    no_input = [p for p in predictions if not p["input"]][:2]
+    proc = _cli("generate", str(lora_run / "model"), "--max-new-tokens", "12",
+                stdin="".join(p["instruction"] + "\n" for p in no_input))
+    assert proc.stdout.splitlines() == [p["tuned"] for p in no_input]
+
+
+@pytest.mark.slow
+def test_merge_gives_a_plain_model_with_the_same_answers(lora_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from instructune.data.prompts import PromptStyle
+    from instructune.data.tokenizer import load_tokenizer
+    from instructune.eval.generate import generate
+
+    out = tmp_path / "merged"
+    assert _cli("merge", str(lora_run), str(out)).returncode == 0
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    predictions = [json.loads(line) for line in (lora_run / "predictions.jsonl").read_text().splitlines()]
+    style = PromptStyle.load(out)
+    answers = generate(merged, load_tokenizer(str(out)), [style.format(p["instruction"], p["input"]) for p in predictions],
+                       max_new_tokens=12)
+    assert answers == [p["tuned"] for p in predictions]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    proc = _cli("generate", str(tmp_path), "hello")
+    assert proc.returncode == 1 and "no instructune.json" in proc.stderr and "Traceback" not in proc.stderr
