@@ -29,11 +29,16 @@ def test_the_base_model_knows_its_world():
     assert answers[0].startswith("Paris")
 
 
-def test_seq2seq_generation_runs(tiny_dirs):
+@pytest.mark.parametrize("strategy", ["lora", "ia3", "prompt", "prefix"])
+def test_seq2seq_generation_batched_equals_one_by_one(tiny_dirs, strategy):
+    torch.manual_seed(0)
     tokenizer = load_tokenizer(str(tiny_dirs["t5"]))
-    model = make_strategy("lora").apply(load_model(str(tiny_dirs["t5"]), "seq2seq"), "seq2seq")
-    answers = generate(model, tokenizer, ["say hi", "what is the capital of france ?"], "seq2seq", max_new_tokens=3)
-    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    params = {"num_virtual_tokens": 3} if strategy in ("prompt", "prefix") else {}
+    model = make_strategy(strategy, **params).apply(load_model(str(tiny_dirs["t5"]), "seq2seq"), "seq2seq")
+    prompts = ["say hi", "what is the capital of france ?", "q : x y z"]
+    batched = generate(model, tokenizer, prompts, "seq2seq", max_new_tokens=4, batch_size=3)
+    single = [generate(model, tokenizer, [p], "seq2seq", max_new_tokens=4)[0] for p in prompts]
+    assert batched == single and len(batched) == 3
 
 
 def test_exact_match_normalisation_and_groups():
@@ -41,3 +46,16 @@ def test_exact_match_normalisation_and_groups():
     assert not exact_match("Paris.", "Paris")
     scores = grouped_exact_match(["a", "b", "c"], ["a", "x", "c"], ["t1", "t1", "t2"], seen_tasks={"t1"})
     assert scores == {"all": 2 / 3, "seen": 0.5, "held_out": 1.0, "task/t1": 0.5, "task/t2": 1.0, "n": 3}
+
+
+def test_generation_scores_add_rouge_and_chrf_per_group():
+    from instructune.eval.metrics import generation_scores
+
+    scores = generation_scores(["the ball was kicked", "Paris"], ["the ball was kicked by the boy", "Paris"],
+                               ["passive", "country_of_capital"], seen_tasks={"passive"})
+    assert scores["all"] == 0.5 and scores["seen"] == 0.0 and scores["held_out"] == 1.0
+    # ROUGE-L F1: 4 common words of 4 and 7 -> 2*1*(4/7)/(1+4/7) = 8/11
+    assert scores["rougeL/seen"] == pytest.approx(8 / 11, abs=1e-4)
+    assert scores["rougeL/held_out"] == pytest.approx(1.0)
+    assert scores["rougeL/all"] == pytest.approx((8 / 11 + 1) / 2, abs=1e-4)
+    assert 0 < scores["chrf/seen"] < scores["chrf/all"] <= 1

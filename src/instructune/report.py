@@ -29,6 +29,9 @@ def format_run_table(result: dict[str, Any]) -> str:
         for key, label in _GROUPS:
             if (base and key in base) or (tuned and key in tuned):
                 lines.append(f"| {label:<16} | {_pct(base, key):>7} | {_pct(tuned, key):>7} |")
+        if tuned and "rougeL/all" in tuned:
+            lines.append(f"ROUGE-L {_pct(base, 'rougeL/all')} -> {_pct(tuned, 'rougeL/all')}, "
+                         f"chrF {_pct(base, 'chrf/all')} -> {_pct(tuned, 'chrf/all')} (all test examples)")
     for i, s in enumerate(result.get("samples", []), start=1):
         prompt = s["instruction"] + (f" [{s['input']}]" if s["input"] else "")
         lines += ["", f"sample {i}: {prompt}", f"  reference: {s['reference']}"]

@@ -27,7 +27,7 @@ from instructune.data.records import Record
 from instructune.data.tokenizer import load_tokenizer
 from instructune.env import configure_wandb_mode, redact
 from instructune.eval.generate import generate
-from instructune.eval.metrics import grouped_exact_match
+from instructune.eval.metrics import generation_scores
 from instructune.models.loading import count_parameters, enable_gradient_checkpointing, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
@@ -193,7 +193,7 @@ class _Evaluation:
         started = time.perf_counter()
         answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size)
         self.answers[who] = answers
-        scores = grouped_exact_match(answers, [r["output"] for r in self.records],
+        scores = generation_scores(answers, [r["output"] for r in self.records],
                                      [r.get("task") for r in self.records], self.seen_tasks)
         log.info("%s model: exact match %.3f on %d test examples (%.1fs)", who, scores["all"], scores["n"],
                  time.perf_counter() - started)

@@ -31,3 +31,28 @@ def grouped_exact_match(
     scores: dict[str, object] = {k: sum(v) / len(v) for k, v in hits.items()}
     scores["n"] = len(hits["all"])
     return scores
+
+
+def generation_scores(
+    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str]
+) -> dict[str, object]:
+    """Exact match (keys as ``grouped_exact_match``) plus, per group (all / seen / held_out),
+    ROUGE-L F1 (mean over examples) and corpus-level chrF, both from torchmetrics. chrF uses
+    character n-grams up to 6 without an effective-order correction, so single short words that
+    match exactly score below 1; compare it between runs, not to 1."""
+    from torchmetrics.functional.text import chrf_score
+    from torchmetrics.functional.text.rouge import rouge_score
+
+    scores = grouped_exact_match(predictions, references, tasks, seen_tasks)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, task in enumerate(tasks):
+        groups["all"].append(i)
+        if task:
+            groups["seen" if task in seen_tasks else "held_out"].append(i)
+    for group, idx in groups.items():
+        preds = [normalize(predictions[i]) for i in idx]
+        refs = [normalize(references[i]) for i in idx]
+        rouge = rouge_score(preds, refs, rouge_keys="rougeL", accumulate="avg")
+        scores[f"rougeL/{group}"] = float(rouge["rougeL_fmeasure"])
+        scores[f"chrf/{group}"] = float(chrf_score(preds, [[r] for r in refs]))
+    return scores
