@@ -95,6 +95,13 @@ def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
         seen.add((summary["config"]["peft"], summary["config"]["masking"], summary["params"]["trainable"]))
     # IA3 on the world GPT-2: c_attn (384) + mlp.c_proj (512 inputs) per layer, 4 layers
     assert seen == {("lora", True, 16384), ("lora", False, 16384), ("ia3", True, 3584), ("ia3", False, 3584)}
+    # and the sweep report over the real jobs: one row each, loss curves from their CSV logs
+    report = subprocess.run([sys.executable, "-m", "instructune.cli", "report", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    table = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| `")]
+    assert len(table) == 4 and all(line.endswith("| ok |") for line in table)
+    assert (tmp_path / "val_loss.png").is_file()
 
 
 @pytest.mark.slow

@@ -39,6 +39,12 @@ def _merge(args: argparse.Namespace) -> None:
     print(f"merged model saved to {args.out}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from instructune.sweep_report import write_report
+
+    print(f"report written to {write_report(args.sweep, args.out)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from instructune.data.prompts import PromptStyleError
     from instructune.data.records import DataError
@@ -54,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     merge = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model")
     merge.add_argument("run", type=Path)
     merge.add_argument("out", type=Path)
+    report = sub.add_parser("report", help="summarise a multirun folder into report.md and PNG plots")
+    report.add_argument("sweep", type=Path, help="the sweep folder (outputs/<task>/multiruns/<time>)")
+    report.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep folder)")
     sub.add_parser("build-world", help="rebuild the embedded world, tokenizer and base model", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "build-world":
@@ -64,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
-        {"generate": _generate, "merge": _merge}[args.command](args)
-    except (DataError, ModelError, PromptStyleError) as e:
+        {"generate": _generate, "merge": _merge, "report": _report}[args.command](args)
+    except (DataError, ModelError, PromptStyleError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 

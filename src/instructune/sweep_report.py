@@ -1,0 +1,192 @@
+"""Turn a multirun folder into ``report.md`` and PNG plots: one row per configuration (the job's
+overrides without ``seed``), metrics as mean ± 95% CI across seeds, failed jobs as failed rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (scipy is not a dependency for one
+# table); beyond 30 the normal 1.96 is within 2%.
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+METRICS: tuple[tuple[str, str], ...] = (
+    ("tuned EM", "eval.tuned.all"), ("tuned EM seen", "eval.tuned.seen"), ("tuned EM held-out", "eval.tuned.held_out"),
+    ("base EM", "eval.base.all"), ("ROUGE-L", "eval.tuned.rougeL/all"), ("val loss", "metrics.val/loss"),
+)
+
+
+@dataclass
+class Job:
+    folder: Path
+    label: str
+    seed: str | None
+    summary: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        if self.summary is None:
+            return "no summary (killed before it finished?)"
+        return "ok" if self.summary.get("status") == "ok" else f"failed: {self.summary.get('error', '?')}"
+
+    def value(self, path: str) -> float | None:
+        node: Any = self.summary or {}
+        head, _, rest = path.partition(".")
+        node = node.get(head) or {}
+        for part in rest.split(".", 1) if head == "eval" else [rest]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                return None
+        return float(node) if isinstance(node, int | float) else None
+
+
+@dataclass
+class Row:
+    label: str
+    jobs: list[Job] = field(default_factory=list)
+
+    def stat(self, path: str) -> tuple[float, float, int] | None:
+        values = [v for j in self.jobs if j.status == "ok" and (v := j.value(path)) is not None]
+        if not values:
+            return None
+        mean = statistics.fmean(values)
+        if len(values) < 2:
+            return mean, math.nan, 1
+        half = _T95[min(len(values) - 1, 30) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+        return mean, half, len(values)
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    import yaml
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
+    return [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    def order(p: Path) -> tuple[int, str]:
+        head = p.name.split("_")[0]
+        return (int(head) if head.isdigit() else 1 << 30, p.name)
+
+    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=order)
+
+
+def common_overrides(sweep_dir: Path) -> list[str]:
+    """Overrides every job shares (the sweep's fixed settings): said once, above the table."""
+    sets = [_overrides(d) for d in _job_dirs(sweep_dir)]
+    return [o for o in sets[0] if all(o in s for s in sets[1:])] if len(sets) > 1 else []
+
+
+def collect(sweep_dir: Path) -> list[Row]:
+    """One row per configuration (the overrides that vary, less ``seed``), in job order."""
+    rows: dict[str, Row] = {}
+    common = set(common_overrides(sweep_dir))
+    for job_dir in _job_dirs(sweep_dir):
+        overrides = _overrides(job_dir)
+        seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
+        label = " ".join(o for o in overrides if o not in common and not o.startswith("seed=")) or "(all jobs alike)"
+        summary_file = job_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+        rows.setdefault(label, Row(label)).jobs.append(Job(job_dir, label, seed, summary))
+    return list(rows.values())
+
+
+def _cell(stat: tuple[float, float, int] | None, percent: bool) -> str:
+    if stat is None:
+        return "-"
+    mean, half, _ = stat
+    scale, unit = (100, "%") if percent else (1, "")
+    text = f"{scale * mean:.1f}{unit}" if percent else f"{mean:.3f}"
+    if not math.isnan(half):
+        text += f" ± {scale * half:.1f}" if percent else f" ± {half:.3f}"
+    return text
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header = ["configuration", "seeds", *[name for name, _ in METRICS], "trainable params", "wall s", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        ok = [j for j in row.jobs if j.status == "ok"]
+        failed = [j.status for j in row.jobs if j.status != "ok"]
+        params = {int(j.summary["params"]["trainable"]) for j in ok if j.summary and "params" in j.summary}
+        wall = [j.summary["wall_seconds"] for j in ok if j.summary]
+        cells = [f"`{row.label}`", str(len(row.jobs)),
+                 *[_cell(row.stat(path), percent=not path.startswith("metrics.")) for _, path in METRICS],
+                 ", ".join(f"{p:,}" for p in sorted(params)) or "-",
+                 f"{statistics.fmean(wall):.1f}" if wall else "-",
+                 "ok" if not failed else f"{len(failed)} failed: " + "; ".join(sorted(set(failed)))[:200]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(rows: list[Row], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    stats = [(r.label, r.stat("eval.tuned.all")) for r in rows]
+    stats = [(label, s) for label, s in stats if s is not None]
+    if stats:
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(stats)), 3.5))
+        means = [100 * s[0] for _, s in stats]
+        errors = [0 if math.isnan(s[1]) else 100 * s[1] for _, s in stats]
+        ax.bar(range(len(stats)), means, yerr=errors, capsize=4, color="#4c72b0")
+        ax.set_xticks(range(len(stats)), [label.replace(" ", "\n") for label, _ in stats], fontsize=7)
+        ax.set_ylabel("tuned exact match (%)")
+        ax.set_title("exact match by configuration (mean ± 95% CI)")
+        fig.tight_layout()
+        written.append(out / "exact_match.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    curves = [(row.label, job) for row in rows for job in row.jobs if list(job.folder.glob("csv/version_*/metrics.csv"))]
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for label, job in curves:
+            steps, losses = [], []
+            for path in sorted(job.folder.glob("csv/version_*/metrics.csv")):
+                for rec in csv.DictReader(path.open()):
+                    if rec.get("val/loss"):
+                        steps.append(int(rec["step"]))
+                        losses.append(float(rec["val/loss"]))
+            if steps:
+                ax.plot(steps, losses, marker="o", markersize=3, label=f"{label} (seed {job.seed})" if job.seed else label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss (response tokens)")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        written.append(out / "val_loss.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
+    out = out or sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect(sweep_dir)
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir}: no job folders (with .hydra/) found; is this a multirun folder?")
+    plots = _plots(rows, out)
+    n_jobs = sum(len(r.jobs) for r in rows)
+    text = [f"# Sweep report: {sweep_dir.name}", "",
+            f"{n_jobs} job(s) in {len(rows)} configuration(s). Metrics are means over seeds ± the 95% "
+            "confidence half-width (Student t); exact match on the test split, ROUGE-L F1 of the tuned model; "
+            "validation loss on response tokens.", ""]
+    common = common_overrides(sweep_dir)
+    if common:
+        text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
+    text += [markdown_table(rows)]
+    text += [f"![{p.stem}]({p.name})" for p in plots]
+    report = out / "report.md"
+    report.write_text("\n".join(text) + "\n")
+    return report
