@@ -61,3 +61,14 @@ def test_merge_gives_a_plain_model_with_the_same_answers(lora_run, tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     proc = _cli("generate", str(tmp_path), "hello")
     assert proc.returncode == 1 and "no instructune.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_run_without_training(lora_run, tmp_path):
+    summary = json.loads((lora_run / "summary.json").read_text())
+    out = tmp_path / "eval.json"
+    proc = _cli("evaluate", str(lora_run), "eval.max_examples=6", "eval.max_new_tokens=12", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(out.read_text())["scores"]
+    assert scores["n"] == 6 and scores["all"] == summary["eval"]["tuned"]["all"]  # the run's own numbers again
+    assert "exact match" in proc.stdout

@@ -39,6 +39,40 @@ def _merge(args: argparse.Namespace) -> None:
     print(f"merged model saved to {args.out}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    """Score a tuned run on the test split of any data config (Hydra overrides), without training."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from instructune.data.datamodule import InstructionDataModule
+    from instructune.entry import register_resolvers
+    from instructune.eval.generate import generate
+    from instructune.eval.metrics import generation_scores
+    from instructune.eval.run_folder import load_tuned
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    if not conf.is_dir():
+        raise FileNotFoundError(f"{conf}: the config folder is missing (install from a clone with pip install -e .)")
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=args.overrides)
+    tuned = load_tuned(args.run)
+    data = InstructionDataModule(instantiate(cfg.data.source), tuned.tokenizer, tuned.prompt_style,
+                                 architecture=tuned.architecture, max_seq_length=cfg.data.max_seq_length)
+    data.setup("test")
+    records = data.records[cfg.eval.split][: cfg.eval.max_examples or None]
+    answers = generate(tuned.model, tuned.tokenizer, [data.format_prompt(r) for r in records], tuned.architecture,
+                       cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    seen = {r.get("task", "") for r in data.records["train"]}
+    scores = generation_scores(answers, [r["output"] for r in records], [r.get("task") for r in records], seen)
+    out = args.out or Path(args.run) / f"eval_{cfg.data.name}.json"
+    out.write_text(json.dumps({"data": cfg.data.name, "split": cfg.eval.split, "scores": scores}, indent=2) + "\n")
+    print(f"exact match {100 * scores['all']:.1f}% on {scores['n']} examples "
+          f"(ROUGE-L {100 * scores['rougeL/all']:.1f}%); written to {out}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from instructune.sweep_report import write_report
 
@@ -60,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     merge = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model")
     merge.add_argument("run", type=Path)
     merge.add_argument("out", type=Path)
+    evaluate = sub.add_parser("evaluate", help="score a run on a data config's test split, without training")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=json data.path=my.json")
+    evaluate.add_argument("--out", type=Path, default=None)
     report = sub.add_parser("report", help="summarise a multirun folder into report.md and PNG plots")
     report.add_argument("sweep", type=Path, help="the sweep folder (outputs/<task>/multiruns/<time>)")
     report.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep folder)")
@@ -73,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
-        {"generate": _generate, "merge": _merge, "report": _report}[args.command](args)
+        {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report}[args.command](args)
     except (DataError, ModelError, PromptStyleError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
