@@ -71,3 +71,13 @@ def test_the_committed_base_and_its_tokenizer():
     assert alone[0] in after_newline
     assert tok.decode(tok("one line\nParis\n\nend", add_special_tokens=False)["input_ids"]).strip() == "one line\nParis\n\nend"
     assert tok.pad_token_id == tok.eos_token_id and tok.chat_template
+
+
+def test_prefix_lm_records_split_documents_at_sentence_boundaries():
+    from instructune.world.build import prefix_lm_records
+
+    records = prefix_lm_records(["One cat, two cats. The dog says woof. Paris is the capital of France."], seed=0)
+    assert len(records) == 1
+    r = records[0]
+    assert r["instruction"] + " " + r["output"] == "One cat, two cats. The dog says woof. Paris is the capital of France."
+    assert r["instruction"].endswith(".") and r["output"].endswith(".")

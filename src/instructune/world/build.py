@@ -22,7 +22,7 @@ from instructune.data.prompts import STYLE_NAMES, make_prompt_style
 from instructune.models.loading import count_parameters, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.world.generator import corpus_documents, instruction_splits
-from instructune.world.source import WORLD_GPT2
+from instructune.world.source import WORLD_GPT2, WORLD_T5
 from instructune.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,83 @@ def build(out: Path, seed: int = 0, steps: int = 1500, n_documents: int = 40000,
     return info
 
 
+T5_CONFIG = {"model_type": "t5", "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 512, "num_layers": 2,
+             "num_decoder_layers": 2, "dropout_rate": 0.0, "feed_forward_proj": "relu"}
+
+
+def prefix_lm_records(documents: list[str], seed: int) -> list[dict[str, str]]:
+    """The seq2seq pretraining objective, as records: the encoder reads a document's first sentences,
+    the decoder writes the rest (a prefix-LM split at a random sentence boundary)."""
+    import random
+    import re
+
+    rng = random.Random(seed)
+    records = []
+    for doc in documents:
+        sentences = [s for s in re.split(r"(?<=\.)\s+", doc) if s]
+        if len(sentences) < 2:
+            continue
+        k = rng.randint(1, len(sentences) - 1)
+        records.append({"instruction": " ".join(sentences[:k]), "input": "", "output": " ".join(sentences[k:])})
+    return records
+
+
+def build_t5(out: Path, tokenizer_dir: Path = WORLD_GPT2, seed: int = 0, steps: int = 1200, n_documents: int = 40000,
+             batch_size: int = 32, lr: float = 3e-3) -> dict:
+    """A tiny T5 pretrained on the same corpus with the prefix-LM objective, sharing the GPT-2 base's
+    tokenizer (pad = EOS = decoder start), so ``model=world-t5`` runs the same studies offline."""
+    from instructune.data.datamodule import InstructionDataModule
+    from instructune.data.prompts import make_prompt_style
+    from instructune.data.records import InlineSource
+    from instructune.data.tokenizer import load_tokenizer
+
+    L.seed_everything(seed, verbose=False)
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    records = prefix_lm_records(corpus_documents(seed, n_documents), seed)
+    n_val = max(len(records) // 50, 10)
+    source = InlineSource({"train": records[n_val:], "validation": records[:n_val]}, name="world prefix-LM")
+    data = InstructionDataModule(source, tokenizer, make_prompt_style("custom", "{instruction}"),
+                                 architecture="seq2seq", max_seq_length=128, batch_size=batch_size, seed=seed)
+    pad = tokenizer.pad_token_id
+    model = load_model(architecture="seq2seq", from_config={**T5_CONFIG, "vocab_size": len(tokenizer),
+                                                              "pad_token_id": pad, "eos_token_id": tokenizer.eos_token_id,
+                                                              "decoder_start_token_id": pad})
+    _, total = count_parameters(model)
+    module = InstructionTuningModule(model, "seq2seq", OptimizerConfig(lr=lr, weight_decay=0.1, warmup_ratio=0.03,
+                                                                        schedule="cosine", betas=(0.9, 0.95)))
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        gradient_clip_val=1.0, val_check_interval=min(400, steps), check_val_every_n_epoch=None,
+                        limit_val_batches=20, deterministic=True, enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "n_documents": n_documents,
+            "objective": "prefix-LM (encoder: first sentences, decoder: the rest)", "parameters": total,
+            "vocab_size": len(tokenizer), "val_loss": round(float(trainer.callback_metrics["val/loss"]), 4),
+            "pretrain_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = pad
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    log.info("world T5 saved to %s: %s", out, info)
+    return info
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=WORLD_GPT2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--documents", type=int, default=40000)
+    parser.add_argument("--t5", action="store_true", help="build the seq2seq base (world-t5) instead; needs the "
+                        "GPT-2 base's tokenizer, so build that first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build(args.out, seed=args.seed, steps=args.steps, n_documents=args.documents)
+    if args.t5:
+        build_t5(args.out if args.out != WORLD_GPT2 else WORLD_T5, seed=args.seed, steps=args.steps,
+                 n_documents=args.documents)
+    else:
+        build(args.out, seed=args.seed, steps=args.steps, n_documents=args.documents)
 
 
 if __name__ == "__main__":

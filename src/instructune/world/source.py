@@ -10,6 +10,7 @@ from instructune.world.generator import HELD_OUT_TASKS, instruction_splits
 
 ASSETS = Path(__file__).parent / "assets"
 WORLD_GPT2 = ASSETS / "world-gpt2"
+WORLD_T5 = ASSETS / "world-t5"
 
 
 @dataclass
