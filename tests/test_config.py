@@ -85,3 +85,12 @@ def test_slurm_launcher_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == ("gpu", 4, 4, 1)
+
+
+def test_world_t5_is_an_embedded_seq2seq_base():
+    from instructune.models.loading import count_parameters, load_model
+
+    cfg = _compose("model=world-t5")
+    assert cfg.model.architecture == "seq2seq" and cfg.model.name_or_path.endswith("world/assets/world-t5")
+    model = load_model(cfg.model.name_or_path, "seq2seq")
+    assert count_parameters(model)[1] == 1181440 and model.config.decoder_start_token_id == model.config.pad_token_id

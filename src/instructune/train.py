@@ -94,8 +94,8 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
 
 def _config_digest(cfg: DictConfig) -> dict[str, Any]:
     """The few choices a sweep table is keyed by (the full resolved config sits in .hydra/)."""
-    return {"model": cfg.model.name, "data": cfg.data.name, "peft": get_class(cfg.peft._target_).name, "masking": bool(cfg.masking),
-            "seed": int(cfg.seed), "prompt_style": cfg.data.prompt.style}
+    return {"model": cfg.model.name, "data": cfg.data.name, "peft": get_class(cfg.peft._target_).name,
+            "masking": bool(cfg.masking), "seed": int(cfg.seed), "prompt_style": cfg.data.prompt.style}
 
 
 def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: bool = True) -> dict[str, Any]:
@@ -138,6 +138,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     trainer: L.Trainer = _build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(output_dir),
                                 **_checkpointing(cfg.checkpoint, output_dir))
     fit_started = time.perf_counter()
+    outcome = "failed"
     try:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
@@ -150,9 +151,10 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
             for lg in loggers:
                 lg.log_metrics({f"eval/{who}/{k}": v for who, s in scores.items() for k, v in s.items()
                                 if isinstance(v, float)}, step=trainer.global_step)
+        outcome = "success"
     finally:
         for lg in loggers:
-            lg.finalize("success")
+            lg.finalize(outcome)
         _finish_wandb()
     evaluation.write_predictions(output_dir / PREDICTIONS_FILE)
     export_dir = output_dir / MODEL_DIR
