@@ -48,3 +48,5 @@ def test_ddp_runs_a_peft_strategy(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["steps"] == 4 and summary["params"]["trainable"] == 16384
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
+    # one checkpoint series, written by rank 0 (epoch-end checkpoint + the last.ckpt link)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
