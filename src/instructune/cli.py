@@ -47,10 +47,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     from hydra.utils import instantiate
 
     from instructune.data.datamodule import InstructionDataModule
+    from instructune.data.records import DataError
     from instructune.entry import register_resolvers
-    from instructune.eval.generate import generate
-    from instructune.eval.metrics import generation_scores
     from instructune.eval.run_folder import load_tuned
+    from instructune.eval.test_split import TestSplitEvaluation
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     if not conf.is_dir():
@@ -62,11 +62,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     data = InstructionDataModule(instantiate(cfg.data.source), tuned.tokenizer, tuned.prompt_style,
                                  architecture=tuned.architecture, max_seq_length=cfg.data.max_seq_length)
     data.setup("test")
-    records = data.records[cfg.eval.split][: cfg.eval.max_examples or None]
-    answers = generate(tuned.model, tuned.tokenizer, [data.format_prompt(r) for r in records], tuned.architecture,
-                       cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    seen = {r.get("task", "") for r in data.records["train"]}
-    scores = generation_scores(answers, [r["output"] for r in records], [r.get("task") for r in records], seen)
+    evaluation = TestSplitEvaluation(data, tuned.tokenizer, tuned.architecture, cfg.eval.split,
+                                     cfg.eval.max_examples, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    scores = evaluation.run(tuned.model, "tuned")
+    if scores is None:
+        raise DataError(f"data={cfg.data.name}: the {cfg.eval.split} split is empty")
     out = args.out or Path(args.run) / f"eval_{cfg.data.name}.json"
     out.write_text(json.dumps({"data": cfg.data.name, "split": cfg.eval.split, "scores": scores}, indent=2) + "\n")
     print(f"exact match {100 * scores['all']:.1f}% on {scores['n']} examples "

@@ -10,8 +10,8 @@ this one sees the config object.
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -23,11 +23,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from instructune.data.datamodule import InstructionDataModule
-from instructune.data.records import Record
 from instructune.data.tokenizer import load_tokenizer
 from instructune.env import configure_wandb_mode, redact
-from instructune.eval.generate import generate
-from instructune.eval.metrics import generation_scores
+from instructune.eval.test_split import TestSplitEvaluation
 from instructune.models.loading import count_parameters, enable_gradient_checkpointing, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
@@ -121,7 +119,8 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     strategy: Strategy = _build(cfg.peft, "peft")
     if cfg.model.get("gradient_checkpointing"):
         enable_gradient_checkpointing(model, strategy.name)
-    evaluation = _Evaluation(data, tokenizer, architecture, cfg.eval)
+    evaluation = TestSplitEvaluation(data, tokenizer, architecture, cfg.eval.split, cfg.eval.max_examples,
+                                     cfg.eval.max_new_tokens, cfg.eval.batch_size)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 
     model = strategy.apply(model, architecture)
@@ -173,56 +172,6 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     }
     print(format_run_table(result))
     return result
-
-
-class _Evaluation:
-    """Generate answers for the test split and score them; keeps every prediction for the JSONL file."""
-
-    def __init__(self, data: InstructionDataModule, tokenizer: Any, architecture: str, cfg: DictConfig) -> None:
-        self.tokenizer = tokenizer
-        self.architecture = architecture
-        self.max_new_tokens = cfg.max_new_tokens
-        self.batch_size = cfg.batch_size
-        records: list[Record] = data.records.get(cfg.split, [])
-        self.records = records[: cfg.max_examples] if cfg.max_examples else records
-        self.prompts = [data.format_prompt(r) for r in self.records]
-        self.seen_tasks = {r.get("task", "") for r in data.records["train"]}
-        self.answers: dict[str, list[str]] = {}
-
-    def run(self, model: torch.nn.Module, who: str) -> dict[str, Any] | None:
-        if not self.records:
-            return None
-        started = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size)
-        self.answers[who] = answers
-        scores = generation_scores(answers, [r["output"] for r in self.records],
-                                     [r.get("task") for r in self.records], self.seen_tasks)
-        log.info("%s model: exact match %.3f on %d test examples (%.1fs)", who, scores["all"], scores["n"],
-                 time.perf_counter() - started)
-        return scores
-
-    def samples(self, n: int) -> list[dict[str, str]]:
-        """The first ``n`` examples, one per task where records have tasks (a more telling sample)."""
-        picked: list[int] = []
-        tasks: set[str] = set()
-        for i, r in enumerate(self.records):
-            if len(picked) == n:
-                break
-            if r.get("task") not in tasks or not r.get("task"):
-                picked.append(i)
-                tasks.add(r.get("task", ""))
-        return [self._row(i) for i in picked]
-
-    def _row(self, i: int) -> dict[str, str]:
-        r = self.records[i]
-        return {"instruction": r["instruction"], "input": r["input"], "reference": r["output"],
-                "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
-
-    def write_predictions(self, path: Path) -> None:
-        if self.answers:
-            with path.open("w") as f:
-                for i in range(len(self.records)):
-                    f.write(json.dumps(self._row(i)) + "\n")
 
 
 def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule, strategy: Strategy,

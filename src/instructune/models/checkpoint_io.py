@@ -3,12 +3,11 @@ resumed run continues exactly as an uninterrupted one would."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import math
 
 import lightning as L
 import torch

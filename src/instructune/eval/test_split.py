@@ -1,0 +1,70 @@
+"""Score a model on a split of an instruction data module by what it generates (used by every
+training run, before and after tuning, and by ``instructune evaluate``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instructune.data.datamodule import InstructionDataModule
+from instructune.data.records import Record
+from instructune.eval.generate import generate
+from instructune.eval.metrics import generation_scores
+
+log = logging.getLogger(__name__)
+
+
+class TestSplitEvaluation:
+    """Generate answers for the test split and score them; keeps every prediction for the JSONL file."""
+
+    def __init__(self, data: InstructionDataModule, tokenizer: Any, architecture: str, split: str = "test",
+                 max_examples: int | None = None, max_new_tokens: int = 32, batch_size: int = 32) -> None:
+        self.tokenizer = tokenizer
+        self.architecture = architecture
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        records: list[Record] = data.records.get(split, [])
+        self.records = records[:max_examples] if max_examples else records
+        self.prompts = [data.format_prompt(r) for r in self.records]
+        self.seen_tasks = {r.get("task", "") for r in data.records["train"]}
+        self.answers: dict[str, list[str]] = {}
+
+    def run(self, model: torch.nn.Module, who: str) -> dict[str, Any] | None:
+        if not self.records:
+            return None
+        started = time.perf_counter()
+        answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size)
+        self.answers[who] = answers
+        scores = generation_scores(answers, [r["output"] for r in self.records],
+                                     [r.get("task") for r in self.records], self.seen_tasks)
+        log.info("%s model: exact match %.3f on %d test examples (%.1fs)", who, scores["all"], scores["n"],
+                 time.perf_counter() - started)
+        return scores
+
+    def samples(self, n: int) -> list[dict[str, str]]:
+        """The first ``n`` examples, one per task where records have tasks (a more telling sample)."""
+        picked: list[int] = []
+        tasks: set[str] = set()
+        for i, r in enumerate(self.records):
+            if len(picked) == n:
+                break
+            if r.get("task") not in tasks or not r.get("task"):
+                picked.append(i)
+                tasks.add(r.get("task", ""))
+        return [self._row(i) for i in picked]
+
+    def _row(self, i: int) -> dict[str, str]:
+        r = self.records[i]
+        return {"instruction": r["instruction"], "input": r["input"], "reference": r["output"],
+                "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
+
+    def write_predictions(self, path: Path) -> None:
+        if self.answers:
+            with path.open("w") as f:
+                for i in range(len(self.records)):
+                    f.write(json.dumps(self._row(i)) + "\n")
