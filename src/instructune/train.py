@@ -29,6 +29,7 @@ from instructune.eval.test_split import TestSplitEvaluation
 from instructune.models.loading import count_parameters, enable_gradient_checkpointing, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
+from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
         num_workers=cfg.data.num_workers,
         pad_to_multiple_of=cfg.data.pad_to_multiple_of,
         seed=cfg.seed,
+        group_by_length=cfg.data.group_by_length,
+        packing=cfg.data.packing,
+        accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches") or 1,
+        cache=cfg.data.cache,
     )
     data.setup("fit")
     model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
@@ -134,8 +139,11 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     for lg in loggers:
         lg.log_hyperparams({"params/trainable": trainable, "params/total": total, "optimizer/lr": lr,
                             **_config_digest(cfg)})
+    meter = ThroughputMeter()
+    checkpointing = _checkpointing(cfg.checkpoint, output_dir)
+    callbacks = [meter, *checkpointing.pop("callbacks", [])]
     trainer: L.Trainer = _build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(output_dir),
-                                **_checkpointing(cfg.checkpoint, output_dir))
+                                callbacks=callbacks, **checkpointing)
     fit_started = time.perf_counter()
     outcome = "failed"
     try:
@@ -144,6 +152,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
         if trainer.global_rank != 0:
             return {"rank": trainer.global_rank}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        throughput = meter.summary(module)
         tuned_scores = evaluation.run(model, "tuned") if cfg.eval.tuned else None
         if base_scores is not None or tuned_scores is not None:
             scores = {k: v for k, v in (("base", base_scores), ("tuned", tuned_scores)) if v is not None}
@@ -165,6 +174,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
         "lr": lr,
         "steps": trainer.global_step,
         "fit_seconds": round(fit_seconds, 2),
+        "throughput": throughput,
         "metrics": metrics,
         "eval": {"base": base_scores, "tuned": tuned_scores},
         "samples": evaluation.samples(cfg.eval.samples),

@@ -22,6 +22,24 @@ def _padded_length(n: int, multiple: int | None) -> int:
     return n if not multiple else -(-n // multiple) * multiple
 
 
+def loss_token_count(example: TokenizedExample, masking: bool, architecture: str = "causal") -> int:
+    """How many targets of ``example`` carry loss once collated (the sampler sums these per
+    accumulation window); mirrors the label layout of the collators below."""
+    if architecture == "seq2seq":
+        return len(example.labels or [])
+    n = len(example.input_ids) - 1
+    return n - max(example.prompt_length - 1, 0) if masking else n
+
+
+def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> dict[str, torch.Tensor]:
+    """Add the sampler's loss-token count of the whole accumulation window (all micro-batches, all
+    ranks), which the training loss divides by; absent for evaluation batches."""
+    tokens = getattr(examples, "window_tokens", None)
+    if tokens is not None:
+        batch["loss_tokens_in_step"] = torch.tensor(tokens, dtype=torch.long)
+    return batch
+
+
 @dataclass(frozen=True)
 class CausalCollator:
     """Pad to the longest sequence in the batch (not the dataset), shift targets by one.
@@ -53,8 +71,54 @@ class CausalCollator:
             response_labels[row, first_response_target:n] = ids[1 + first_response_target :]
             if self.masking:
                 labels[row, :first_response_target] = IGNORE_INDEX
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "response_labels": response_labels}
+        return _with_window({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                             "response_labels": response_labels}, examples)
+
+
+@dataclass(frozen=True)
+class PackedCausalCollator:
+    """Several examples per row (``examples.row_sizes`` from the packing sampler), each shifted on
+    its own and given position ids that restart at 0, so no target crosses a document boundary.
+
+    The batch carries ``position_ids``; the model gets no 2-D attention mask, and transformers (5.x)
+    derives a block-diagonal causal mask from the restarting position ids (its packed-sequence
+    detection in ``masking_utils``), so no token attends across documents either. The row tail after
+    the last document is padding: its own "document", every target -100.
+    """
+
+    pad_id: int
+    masking: bool = True
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        sizes = getattr(examples, "row_sizes", None) or [1] * len(examples)
+        rows, start = [], 0
+        for size in sizes:
+            rows.append(examples[start : start + size])
+            start += size
+        width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of)
+        shape = (len(rows), width)
+        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        response_labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for e in row:
+                ids = torch.tensor(e.input_ids, dtype=torch.long)
+                n = len(e.input_ids) - 1
+                first_response_target = max(e.prompt_length - 1, 0)
+                input_ids[r, at : at + n] = ids[:-1]
+                attention_mask[r, at : at + n] = 1
+                position_ids[r, at : at + n] = torch.arange(n)
+                labels[r, at + (first_response_target if self.masking else 0) : at + n] = \
+                    ids[1 + (first_response_target if self.masking else 0) :]
+                response_labels[r, at + first_response_target : at + n] = ids[1 + first_response_target :]
+                at += n
+            position_ids[r, at:] = torch.arange(width - at)
+        return _with_window({"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                             "labels": labels, "response_labels": response_labels}, examples)
 
 
 @dataclass(frozen=True)
@@ -80,8 +144,8 @@ class Seq2SeqCollator:
             input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
             attention_mask[row, : len(e.input_ids)] = 1
             labels[row, : len(e.labels)] = torch.tensor(e.labels)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "response_labels": labels.clone()}
+        return _with_window({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                             "response_labels": labels.clone()}, examples)
 
 
 def pack_blocks(token_streams: Sequence[Sequence[int]], block_size: int) -> torch.Tensor:

@@ -12,10 +12,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from instructune.data.collate import CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks
+from instructune.data.cache import TokenCache
+from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2SeqCollator, collate_blocks,
+                                      loss_token_count, pack_blocks)
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
-from instructune.data.sampler import EpochSeededSampler
+from instructune.data.sampler import ExampleDataset, TrainBatchSampler
 from instructune.data.tokenize import TokenizedExample, tokenize_pairs, tokenize_text
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,12 @@ class InstructionDataModule(L.LightningDataModule):
 
     ``masking`` (causal only) sets every prompt token's target to -100 so the loss covers the
     response alone; validation always scores response tokens only (``response_labels``).
+
+    Training batches: ``group_by_length`` batches similar lengths together (less padding);
+    ``packing`` (causal only) fills each row of ``max_seq_length`` positions with several examples
+    (``batch_size`` then counts rows). Validation and test batches are never packed or grouped.
+    ``accumulate_grad_batches`` must match the Trainer's: the sampler counts loss tokens per
+    accumulation window so the loss is a true token mean over the whole optimiser step.
     """
 
     def __init__(
@@ -41,6 +49,11 @@ class InstructionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         seed: int = 0,
+        group_by_length: bool = False,
+        packing: bool = False,
+        accumulate_grad_batches: int = 1,
+        cache: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -53,12 +66,19 @@ class InstructionDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        if packing and architecture != "causal":
+            raise DataError("data.packing: only causal models can be packed (a seq2seq encoder has no "
+                            "per-document position ids); set data.packing=false")
+        self.group_by_length, self.packing = group_by_length, packing
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.cache = TokenCache(cache_dir) if cache else None
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.collate = (
             Seq2SeqCollator(pad_id, pad_to_multiple_of)
             if architecture == "seq2seq"
             else CausalCollator(pad_id, masking, pad_to_multiple_of)
         )
+        self.train_collate = PackedCausalCollator(pad_id, masking, pad_to_multiple_of) if packing else self.collate
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
@@ -82,9 +102,13 @@ class InstructionDataModule(L.LightningDataModule):
             self.records = self.source.load()
         for split, records in self.records.items():
             prompts = [self.format_prompt(r) for r in records]
-            examples, stats = tokenize_pairs(
-                prompts, [r["output"] for r in records], self.tokenizer, self.max_seq_length, self.architecture
-            )
+            responses = [r["output"] for r in records]
+            if self.cache is not None:
+                examples, stats = self.cache.tokenize(prompts, responses, self.tokenizer, self.max_seq_length,
+                                                      self.architecture)
+            else:
+                examples, stats = tokenize_pairs(prompts, responses, self.tokenizer, self.max_seq_length,
+                                                 self.architecture)
             if stats.dropped_empty_response:
                 log.warning("%s: dropped %d of %d record(s) whose prompt fills max_seq_length=%d (no response token left)",
                             split, stats.dropped_empty_response, len(records), self.max_seq_length)
@@ -100,16 +124,23 @@ class InstructionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         examples = self.examples[split]
-        return DataLoader(
-            examples,  # type: ignore[arg-type]  # a list is a map-style dataset
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            sampler=EpochSeededSampler(len(examples), self.seed, self.batch_size) if shuffle else None,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        common: dict[str, Any] = {
+            "collate_fn": self.train_collate if shuffle else self.collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
             # workers' base seed from a private generator, not the global RNG that dropout uses
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        if not shuffle:
+            return DataLoader(ExampleDataset(examples), batch_size=self.eval_batch_size, **common)
+        sampler = TrainBatchSampler(
+            lengths=[len(e.input_ids) - 1 if self.architecture == "causal" else len(e.input_ids) + len(e.labels or [])
+                     for e in examples],
+            loss_tokens=[loss_token_count(e, self.masking, self.architecture) for e in examples],
+            batch_size=self.batch_size, seed=self.seed, group_by_length=self.group_by_length,
+            accumulate=self.accumulate_grad_batches, pack_width=self.max_seq_length if self.packing else None)
+        return DataLoader(ExampleDataset(examples), batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -56,6 +56,10 @@ class InstructionTuningModule(L.LightningModule):
             decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=decoder_input_ids, use_cache=False)
+        elif "position_ids" in batch:
+            # Packed rows: position ids restart at every document; with no 2-D mask transformers builds the
+            # block-diagonal causal mask from them, so documents neither attend to nor predict each other.
+            out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
         else:
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits = out.logits
@@ -71,19 +75,27 @@ class InstructionTuningModule(L.LightningModule):
         return loss_sum / n.clamp(min=1), n
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Mean over the loss-bearing tokens of the *global* batch. DDP averages gradients over
-        ranks, so each rank's token sum is divided by the global token count times the world size:
-        N processes at batch B then take the same step as one process at batch N*B (a mean of
-        per-rank means would weight short-answer ranks more)."""
+        """A token mean over the whole optimiser step: the loss sum of this micro-batch divided by the
+        loss-bearing tokens of the entire accumulation window on every rank (``loss_tokens_in_step``,
+        counted by the sampler in advance). Lightning divides the returned loss by the accumulation
+        count and DDP averages gradients over ranks, so both are multiplied back: N processes x A
+        micro-batches of B then take exactly the step of one process at batch N*A*B (a mean of
+        per-micro-batch means would over-weight short-answer batches).
+
+        Batches without that count (raw-text pretraining blocks) fall back to the global token count
+        of this micro-batch (one all_gather under DDP)."""
         mean, n = self.token_loss(self(batch), batch["labels"])
+        loss_sum = mean * n.clamp(min=1)
         world = self.trainer.world_size if self._trainer is not None else 1
-        if world > 1:
-            loss_sum = mean * n.clamp(min=1)
-            n_global = self.all_gather(n).sum()
-            loss = loss_sum * world / n_global.clamp(min=1)
-            mean = self.all_gather(loss_sum.detach()).sum() / n_global.clamp(min=1)
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        if "loss_tokens_in_step" in batch:
+            loss = loss_sum * (world * accumulate) / batch["loss_tokens_in_step"].clamp(min=1)
+        elif world > 1:
+            loss = loss_sum * world / self.all_gather(n).sum().clamp(min=1)
         else:
             loss = mean
+        if world > 1:  # log the global micro-batch mean, as one process at the global batch would
+            mean = self.all_gather(loss_sum.detach()).sum() / self.all_gather(n).sum().clamp(min=1)
         self.log("train/loss", mean, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
