@@ -76,8 +76,22 @@ def test_the_committed_base_and_its_tokenizer():
 def test_prefix_lm_records_split_documents_at_sentence_boundaries():
     from instructune.world.build import prefix_lm_records
 
-    records = prefix_lm_records(["One cat, two cats. The dog says woof. Paris is the capital of France."], seed=0)
+    records = prefix_lm_records(["One cat, two cats. The dog says woof. Paris is the capital of France."], seed=0,
+                                denoise_fraction=0.0)
     assert len(records) == 1
     r = records[0]
     assert r["instruction"] + " " + r["output"] == "One cat, two cats. The dog says woof. Paris is the capital of France."
     assert r["instruction"].endswith(".") and r["output"].endswith(".")
+
+
+def test_denoising_records_delete_words_and_ask_for_the_whole_document():
+    from instructune.world.build import prefix_lm_records
+
+    doc = "the cat sees the dog and the dog sees the cat near the old red house by the river"
+    records = prefix_lm_records([doc] * 50, seed=0, denoise_fraction=1.0)
+    assert len(records) == 50 and all(r["output"] == doc for r in records)
+    for r in records:
+        it = iter(doc.split(" "))
+        assert all(word in it for word in r["instruction"].split(" "))  # words deleted in order, none added
+    kept = sum(len(r["instruction"].split(" ")) for r in records) / (50 * len(doc.split(" ")))
+    assert 0.78 < kept < 0.92  # 15% deleted

@@ -103,7 +103,7 @@ def prefix_lm_records(documents: list[str], seed: int, denoise_fraction: float =
     return records
 
 
-def build_t5(out: Path, tokenizer_dir: Path = WORLD_GPT2, seed: int = 0, steps: int = 1200, n_documents: int = 40000,
+def build_t5(out: Path, tokenizer_dir: Path = WORLD_GPT2, seed: int = 0, steps: int = 2000, n_documents: int = 40000,
              batch_size: int = 32, lr: float = 3e-3) -> dict:
     """A tiny T5 pretrained on the same corpus with the prefix-LM objective, sharing the GPT-2 base's
     tokenizer (pad = EOS = decoder start), so ``model=world-t5`` runs the same studies offline."""
