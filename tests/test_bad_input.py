@@ -81,6 +81,10 @@ CASES = {
                                             "prompt style 'custom' needs data.prompt.template"),
     "zero virtual tokens": ("d.json", _json(GOOD), ["peft=prompt", "peft.num_virtual_tokens=0"],
                             "peft=prompt needs num_virtual_tokens >= 1, got 0"),
+    "packing with prompt tuning": ("d.json", _json(GOOD), ["peft=prompt", "data.packing=true"],
+                                   "data.packing=true cannot be combined with peft=prompt"),
+    "packing a seq2seq model": ("d.json", _json(GOOD), ["model=world-t5", "data.packing=true"],
+                                "data.packing: only causal models can be packed"),
     "unknown strategy option": ("d.json", _json(GOOD), ["peft=lora", "+peft.rank=4"],
                                 "peft: LoRA.__init__() got an unexpected keyword argument 'rank'"),
 }

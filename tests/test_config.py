@@ -94,3 +94,37 @@ def test_world_t5_is_an_embedded_seq2seq_base():
     assert cfg.model.architecture == "seq2seq" and cfg.model.name_or_path.endswith("world/assets/world-t5")
     model = load_model(cfg.model.name_or_path, "seq2seq")
     assert count_parameters(model)[1] == 1181440 and model.config.decoder_start_token_id == model.config.pad_token_id
+
+
+@pytest.mark.parametrize("experiment,model,data,grid", [
+    ("masking_study", "world-gpt2", "world",
+     {"peft": "full,lora", "masking": "true,false", "trainer.max_steps": "150,450",
+      "data.source.max_train_records": "300,null", "seed": "0,1,2"}),
+    ("peft_study_gpt2", "world-gpt2", "world",
+     {"peft": "full,lora,prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+    ("peft_study_t5", "world-t5", "world",
+     {"peft": "full,lora,prefix,prompt,ia3", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+    # the GPU-scale versions: composed here, run where a GPU is
+    ("masking_study_gpu", "gpt2-medium", "instruction_data",
+     {"peft": "full,lora", "masking": "true,false", "trainer.max_steps": "117,234", "data.source.max_records": "550,null",
+      "seed": "0,1,2"}),
+    ("peft_study_gpu_flan_t5", "flan-t5-small", "alpaca",
+     {"peft": "full,lora,prefix,prompt,ia3", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+    ("peft_study_gpu_gpt2_medium", "gpt2-medium", "instruction_data",
+     {"peft": "full,lora,prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+])
+def test_study_experiments_compose_with_their_grids(experiment, model, data, grid):
+    cfg = _compose_with_hydra(f"experiment={experiment}")
+    assert (cfg.model.name, cfg.data.name) == (model, data)
+    assert dict(cfg.hydra.sweeper.params) == grid
+    for key in grid:  # every swept key exists in the composed config (a typo would sweep nothing)
+        node = cfg
+        for part in key.split("."):
+            assert part in node, f"{experiment}: sweeps {key}, which the config does not have"
+            node = node[part]
+    if "gpu" in experiment:
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    else:  # the CPU studies run two jobs at a time
+        assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    if cfg.model.architecture == "seq2seq":
+        assert cfg.data.prompt.style == "flan" and "bitfit" not in grid["peft"]

@@ -21,7 +21,8 @@ def _job(root, num, overrides, summary):
 def _ok(em, loss, trainable=100):
     return {"status": "ok", "eval": {"tuned": {"all": em, "seen": em, "held_out": 0.0, "rougeL/all": em},
                                      "base": {"all": 0.0}},
-            "metrics": {"val/loss": loss}, "params": {"trainable": trainable}, "wall_seconds": 10.0}
+            "metrics": {"val/loss": loss}, "params": {"trainable": trainable}, "wall_seconds": 10.0,
+            "throughput": {"real_tokens_per_s": 1000.0 * (1 + em), "mfu": 0.2, "train_seconds": 8.0}}
 
 
 def test_mean_and_95_ci_over_seeds_and_failed_rows(tmp_path):
@@ -35,7 +36,7 @@ def test_mean_and_95_ci_over_seeds_and_failed_rows(tmp_path):
     # mean 0.6, sd 0.1, t(0.975, 2) = 4.303: half-width 4.303 * 0.1 / sqrt(3)
     assert (n, round(mean, 6), round(half, 6)) == (3, 0.6, round(4.303 * 0.1 / math.sqrt(3), 6))
     report = write_report(tmp_path).read_text()
-    assert "| `peft=lora` | 3 | 60.0% ± 24.8 | 60.0% ± 24.8 | 0.0% ± 0.0 | 0.0% ± 0.0 | 60.0% ± 24.8 | 1.600 ± 0.248 | 100 | 10.0 | ok |" in report
-    assert "| `peft=bitfit` | 1 | - | - | - | - | - | - | - | - | 1 failed: failed: ModelError: needs bias terms |" in report
+    assert "| `peft=lora` | 3 | 60.0% ± 24.8 | 60.0% ± 24.8 | 0.0% ± 0.0 | 0.0% ± 0.0 | 60.0% ± 24.8 | 1.600 ± 0.248 | 100 | 10.0 | 1,600 | 20.0% | ok |" in report
+    assert "| `peft=bitfit` | 1 | - | - | - | - | - | - | - | - | - | - | 1 failed: failed: ModelError: needs bias terms |" in report
     assert "no summary (killed before it finished?)" in report
-    assert (tmp_path / "exact_match.png").stat().st_size > 1000
+    assert (tmp_path / "exact_match.png").stat().st_size > 1000 and (tmp_path / "cost.png").stat().st_size > 1000

@@ -67,6 +67,26 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
     # W&B ran offline without a key, and the CSV logger wrote its metrics
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert list(tmp_path.glob("csv/version_0/metrics.csv"))
+    throughput = summary["throughput"]  # tokens/s and MFU for the sweep report's cost columns
+    assert throughput["real_tokens"] > throughput["loss_tokens"] > 0 and 0 < throughput["padding_fraction"] < 1
+    assert throughput["real_tokens_per_s"] > 0 and 0 < throughput["mfu"] < 1
+
+
+@pytest.mark.slow
+def test_packed_run_with_gradient_accumulation(tmp_path):
+    """Packing, length grouping and accumulation through the real entry point: fewer padded positions,
+    the same examples and the same number of optimiser steps."""
+    proc = train(*TINY, "logger=none", "data.packing=true", "data.batch_size=4", "trainer.accumulate_grad_batches=2",
+                 "eval.base=false", f"hydra.run.dir={tmp_path / 'packed'}")
+    assert proc.returncode == 0
+    packed = json.loads((tmp_path / "packed" / "summary.json").read_text())
+    proc = train(*TINY, "logger=none", "data.group_by_length=true", "eval.base=false", f"hydra.run.dir={tmp_path / 'grouped'}")
+    assert proc.returncode == 0
+    grouped = json.loads((tmp_path / "grouped" / "summary.json").read_text())
+    for summary in (packed, grouped):
+        assert summary["status"] == "ok" and summary["steps"] == 30 and summary["data"]["train"] == 240
+    assert packed["throughput"]["padding_fraction"] < 0.1 < grouped["throughput"]["padding_fraction"] + 0.1
+    assert packed["metrics"]["val/loss"] < 10
 
 
 @pytest.mark.slow

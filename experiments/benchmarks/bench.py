@@ -40,15 +40,16 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "instruction-data.json"
 
 # (name, model, data, max_length, warm-up steps, measured steps)
 CPU_CASES = [
-    ("world-gpt2 x world data", "world-gpt2", "world", 256, 10, 150),
-    ("world-gpt2 x instruction-data.json", "world-gpt2", "instruction-data", 512, 5, 60),
-    ("gpt2-5m x world data", "gpt2-5m", "world", 256, 5, 60),
+    ("world-gpt2 x world data", "world-gpt2", "world", 256, 10, 100),
+    ("world-gpt2 x instruction-data.json", "world-gpt2", "instruction-data", 512, 5, 40),
+    ("gpt2-5m x world data", "gpt2-5m", "world", 256, 5, 40),
 ]
 GPU_CASES = [
     ("gpt2 x instruction-data.json", "gpt2", "instruction-data", 512, 10, 100),
     ("gpt2-medium x instruction-data.json", "gpt2-medium", "instruction-data", 512, 10, 100),
 ]
-CONTENDERS = ["instructune", "hf_trainer", "trl_dynamic", "trl_padding_free", "trl_packing", "bare_loop"]
+CONTENDERS = ["instructune", "instructune_packed", "hf_trainer", "trl_dynamic", "trl_padding_free", "trl_packing",
+              "bare_loop"]
 BATCH_SIZE = 4
 
 
@@ -99,9 +100,9 @@ def _pairs(records: list[dict[str, str]]) -> tuple[list[str], list[str]]:
 
 
 def _real_tokens(batch: dict[str, Any]) -> int:
-    if "attention_mask" in batch and "position_ids" not in batch:
+    if "attention_mask" in batch:  # instructune's packed rows keep a mask: 0 on the row's padded tail
         return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel())  # padding-free / packed: every position is a real token
+    return int(batch["input_ids"].numel())  # TRL padding-free: one flat row, every position real
 
 
 class _StepClock:
@@ -143,7 +144,8 @@ def _instructune_data(records, tokenizer, max_length: int, packing: bool = False
     return data
 
 
-def run_instructune(model, tokenizer, records, max_length, warmup, measured, device, precision) -> dict[str, Any]:
+def run_instructune(model, tokenizer, records, max_length, warmup, measured, device, precision,
+                    packing: bool = False) -> dict[str, Any]:
     import lightning as L
 
     from instructune.models.module import InstructionTuningModule, OptimizerConfig
@@ -158,7 +160,7 @@ def run_instructune(model, tokenizer, records, max_length, warmup, measured, dev
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             clock.step_done(trainer.global_step, sync)
 
-    data = _instructune_data(records, tokenizer, max_length)
+    data = _instructune_data(records, tokenizer, max_length, packing=packing)
     module = InstructionTuningModule(model, "causal", OptimizerConfig(lr=1e-4, warmup_ratio=0.0))
     trainer = L.Trainer(max_steps=warmup + measured, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision=precision, logger=False, enable_checkpointing=False, limit_val_batches=0,
@@ -177,7 +179,7 @@ def run_bare_loop(model, tokenizer, records, max_length, warmup, measured, devic
     data = _instructune_data(records, tokenizer, max_length)
     clock = _StepClock(warmup, measured)
     sync = _sync(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as InstructionTuningModule
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, warmup + measured)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     model.train()
@@ -257,7 +259,10 @@ def run_trl(mode: str, model, tokenizer, records, max_length, warmup, measured, 
     dataset = Dataset.from_dict({"prompt": prompts, "completion": responses})
     clock = _StepClock(warmup, measured)
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(**_hf_args(out, warmup, measured, device, precision), max_length=max_length,
+        # padding-free without packing refuses a max_length (it cannot enforce it); the records are
+        # already shorter than max_length here, so nothing is cut either way
+        args = SFTConfig(**_hf_args(out, warmup, measured, device, precision),
+                         max_length=None if mode == "padding_free" else max_length,
                          completion_only_loss=True, packing=mode == "packing", padding_free=mode == "padding_free",
                          dataset_num_proc=None)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -280,7 +285,10 @@ def worker(args: argparse.Namespace) -> None:
     precision = "bf16-mixed" if device == "cuda" else "32-true"
     records = _records(args.data)
     model, tokenizer = _model_and_tokenizer(args.model, device)
-    run = {"instructune": run_instructune, "bare_loop": run_bare_loop, "hf_trainer": run_hf_trainer}.get(args.contender)
+    import functools
+
+    run = {"instructune": run_instructune, "bare_loop": run_bare_loop, "hf_trainer": run_hf_trainer,
+           "instructune_packed": functools.partial(run_instructune, packing=True)}.get(args.contender)
     if run is None:
         mode = args.contender.removeprefix("trl_")
         result = run_trl(mode, model, tokenizer, records, args.max_length, args.warmup, args.steps, device, precision)

@@ -94,7 +94,7 @@ class ThroughputMeter(L.Callback):
             self.seconds += time.perf_counter() - self._started
             self._started = None
 
-    def summary(self, module: L.LightningModule) -> dict[str, Any]:
+    def summary(self, module: L.LightningModule, count_flops: bool = True) -> dict[str, Any]:
         if self.real is None or self.seconds <= 0:
             return {}
         real, loss, positions = int(self.real), int(self.loss), int(self.positions)
@@ -102,7 +102,7 @@ class ThroughputMeter(L.Callback):
                                "real_tokens_per_s": round(real / self.seconds, 1),
                                "loss_tokens_per_s": round(loss / self.seconds, 1),
                                "padding_fraction": round(1 - real / max(positions, 1), 4)}
-        if self.example_batch is not None:
+        if self.example_batch is not None and count_flops:
             batch = {k: v.to(module.device) for k, v in self.example_batch.items()}
             seq2seq = getattr(module, "architecture", "") == "seq2seq"
             width = batch["input_ids"].numel() + (batch["labels"].numel() if seq2seq else 0)

@@ -99,7 +99,8 @@ def collect(sweep_dir: Path) -> list[Row]:
     return list(rows.values())
 
 
-def _cell(stat: tuple[float, float, int] | None, percent: bool) -> str:
+def format_stat(stat: tuple[float, float, int] | None, percent: bool) -> str:
+    """``mean ± half-width`` (percent for scores, 3 decimals for losses); ``-`` when nothing ran."""
     if stat is None:
         return "-"
     mean, half, _ = stat
@@ -111,17 +112,22 @@ def _cell(stat: tuple[float, float, int] | None, percent: bool) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    header = ["configuration", "seeds", *[name for name, _ in METRICS], "trainable params", "wall s", "status"]
+    header = ["configuration", "seeds", *[name for name, _ in METRICS], "trainable params", "wall s",
+              "real tokens/s", "MFU", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
         ok = [j for j in row.jobs if j.status == "ok"]
         failed = [j.status for j in row.jobs if j.status != "ok"]
         params = {int(j.summary["params"]["trainable"]) for j in ok if j.summary and "params" in j.summary}
         wall = [j.summary["wall_seconds"] for j in ok if j.summary]
+        speed = [v for j in ok if (v := j.value("throughput.real_tokens_per_s")) is not None]
+        mfu = [v for j in ok if (v := j.value("throughput.mfu")) is not None]
         cells = [f"`{row.label}`", str(len(row.jobs)),
-                 *[_cell(row.stat(path), percent=not path.startswith("metrics.")) for _, path in METRICS],
+                 *[format_stat(row.stat(path), percent=not path.startswith("metrics.")) for _, path in METRICS],
                  ", ".join(f"{p:,}" for p in sorted(params)) or "-",
                  f"{statistics.fmean(wall):.1f}" if wall else "-",
+                 f"{statistics.fmean(speed):,.0f}" if speed else "-",
+                 f"{100 * statistics.fmean(mfu):.1f}%" if mfu else "-",
                  "ok" if not failed else f"{len(failed)} failed: " + "; ".join(sorted(set(failed)))[:200]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -148,26 +154,45 @@ def _plots(rows: list[Row], out: Path) -> list[Path]:
         written.append(out / "exact_match.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
-    curves = [(row.label, job) for row in rows for job in row.jobs if list(job.folder.glob("csv/version_*/metrics.csv"))]
-    if curves:
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        for label, job in curves:
-            steps, losses = [], []
-            for path in sorted(job.folder.glob("csv/version_*/metrics.csv")):
-                for rec in csv.DictReader(path.open()):
-                    if rec.get("val/loss"):
-                        steps.append(int(rec["step"]))
-                        losses.append(float(rec["val/loss"]))
-            if steps:
-                ax.plot(steps, losses, marker="o", markersize=3, label=f"{label} (seed {job.seed})" if job.seed else label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("validation loss (response tokens)")
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    cost = [(r.label, r.stat("eval.tuned.all"), r.stat("throughput.train_seconds")) for r in rows]
+    cost = [(label, em, seconds) for label, em, seconds in cost if em is not None and seconds is not None]
+    if cost:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, em, seconds in cost:
+            ax.errorbar(seconds[0], 100 * em[0], yerr=0 if math.isnan(em[1]) else 100 * em[1], fmt="o", capsize=3)
+            ax.annotate(label, (seconds[0], 100 * em[0]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("training seconds (mean over seeds)")
+        ax.set_ylabel("tuned exact match (%)")
+        ax.set_title("quality against cost")
         fig.tight_layout()
-        written.append(out / "val_loss.png")
+        written.append(out / "cost.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
+    curves = [(row.label, _mean_val_curve(row)) for row in rows]
+    curves = [(label, curve) for label, curve in curves if curve]
+    if curves:
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        for label, curve in curves:  # one line per configuration: the mean over its seeds at each step
+            ax.plot(list(curve), list(curve.values()), marker="o", markersize=3, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss (response tokens)")
+        ax.set_title("validation loss, mean over seeds")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        written.append(out / "val_loss.png")
+        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
     return written
+
+
+def _mean_val_curve(row: Row) -> dict[int, float]:
+    """step -> validation loss averaged over the row's jobs that logged that step (CSV logger)."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for job in row.jobs:
+        for path in sorted(job.folder.glob("csv/version_*/metrics.csv")):
+            for rec in csv.DictReader(path.open()):
+                if rec.get("val/loss"):
+                    by_step[int(rec["step"])].append(float(rec["val/loss"]))
+    return {step: statistics.fmean(v) for step, v in sorted(by_step.items())}
 
 
 def write_report(sweep_dir: Path, out: Path | None = None) -> Path:

@@ -128,10 +128,12 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
                                      cfg.eval.max_new_tokens, cfg.eval.batch_size)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 
+    if cfg.data.packing:
+        _check_packing(strategy)
     model = strategy.apply(model, architecture)
     model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
     trainable, total = count_parameters(model)
-    lr = cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr
+    lr = (cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr) * cfg.optimizer.get("lr_scale", 1.0)
     optim = OptimizerConfig(lr=lr, weight_decay=cfg.optimizer.weight_decay, warmup_ratio=cfg.optimizer.warmup_ratio,
                             schedule=cfg.optimizer.schedule)
     module = InstructionTuningModule(model, architecture, optim)
@@ -152,7 +154,10 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
         if trainer.global_rank != 0:
             return {"rank": trainer.global_rank}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-        throughput = meter.summary(module)
+        # FLOPs are counted by re-running one step on rank 0 alone: safe when every rank holds the whole
+        # model (one process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
+        throughput = meter.summary(module, count_flops=type(trainer.strategy).__name__ in
+                                   ("SingleDeviceStrategy", "DDPStrategy"))
         tuned_scores = evaluation.run(model, "tuned") if cfg.eval.tuned else None
         if base_scores is not None or tuned_scores is not None:
             scores = {k: v for k, v in (("base", base_scores), ("tuned", tuned_scores)) if v is not None}
@@ -182,6 +187,26 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     }
     print(format_run_table(result))
     return result
+
+
+def _check_packing(strategy: Strategy) -> None:
+    """Packed rows rely on transformers building a block-diagonal mask from restarting position ids
+    (``masking_utils.find_packed_sequence_indices``, transformers 5); without it documents would
+    attend to each other silently. Virtual-token strategies shift every position, so they cannot pack."""
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"data.packing=true needs transformers>=5 (packed-sequence masks); this is "
+                          f"{transformers_version()}: set data.packing=false")
+    if strategy.name in ("prefix", "prompt"):
+        raise ConfigError(f"data.packing=true cannot be combined with peft={strategy.name} (its virtual tokens "
+                          "shift every position of a packed row): set data.packing=false")
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return f"transformers {transformers.__version__}"
 
 
 def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule, strategy: Strategy,

@@ -132,7 +132,10 @@ class InstructionTuningModule(L.LightningModule):
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.optim.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.lr, betas=self.optim.betas)
+        # foreach: one multi-tensor kernel per op instead of a Python loop over parameters (torch only
+        # picks it by default on CUDA; on the CPU it saves a few ms per step of a small model)
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.lr, betas=self.optim.betas,
+                                      foreach=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = math.ceil(self.optim.warmup_ratio * total)
         if self.optim.schedule == "constant":
