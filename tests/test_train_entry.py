@@ -85,7 +85,8 @@ def test_packed_run_with_gradient_accumulation(tmp_path):
     grouped = json.loads((tmp_path / "grouped" / "summary.json").read_text())
     for summary in (packed, grouped):
         assert summary["status"] == "ok" and summary["steps"] == 30 and summary["data"]["train"] == 240
-    assert packed["throughput"]["padding_fraction"] < 0.1 < grouped["throughput"]["padding_fraction"] + 0.1
+    # plain batches of 16 world examples are ~25% padding (the default run's summary)
+    assert packed["throughput"]["padding_fraction"] < 0.1 and grouped["throughput"]["padding_fraction"] < 0.1
     assert packed["metrics"]["val/loss"] < 10
 
 
