@@ -4,6 +4,7 @@ written to a temporary folder (so loading-by-path is exercised exactly as with a
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the token cache of the runs under test lives in a temporary folder, not the user's ~/.cache
+os.environ.setdefault("INSTRUCTUNE_CACHE", tempfile.mkdtemp(prefix="instructune-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "instruction-data.json"

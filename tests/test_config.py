@@ -104,6 +104,10 @@ def test_world_t5_is_an_embedded_seq2seq_base():
      {"peft": "full,lora,prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
     ("peft_study_t5", "world-t5", "world",
      {"peft": "full,lora,prefix,prompt,ia3", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+    ("peft_study_gpt2_high_lr", "world-gpt2", "world",
+     {"peft": "prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "9", "seed": "0,1,2"}),
+    ("peft_study_t5_high_lr", "world-t5", "world",
+     {"peft": "prefix,prompt,ia3", "optimizer.lr_scale": "9", "seed": "0,1,2"}),
     # the GPU-scale versions: composed here, run where a GPU is
     ("masking_study_gpu", "gpt2-medium", "instruction_data",
      {"peft": "full,lora", "masking": "true,false", "trainer.max_steps": "117,234", "data.source.max_records": "550,null",
