@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from instructune.sweep_report import Row, collect, format_stat, write_report
+from instructune.sweep_report import Row, collect, format_stat, save_figure, write_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -90,10 +90,7 @@ def plot(points: list[tuple[str, float, float, float, float]], out: Path) -> Pat
     ax.set_title("Masking study on the embedded world (mean ± 95% CI over 3 seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "masking_effect.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "masking_effect.png")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from instructune.sweep_report import Row, _overrides, collect, format_stat
+from instructune.sweep_report import Row, collect, format_stat, job_overrides, save_figure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -54,7 +54,7 @@ def family_rows(experiments: list[str]) -> list[Row]:
             continue
         for row in collect(sweep_dir(experiment)):
             for job in row.jobs:
-                overrides = dict(o.split("=", 1) for o in _overrides(job.folder) if "=" in o)
+                overrides = dict(o.split("=", 1) for o in job_overrides(job.folder) if "=" in o)
                 label = f"peft={overrides.get('peft', '?')} optimizer.lr_scale={overrides.get('optimizer.lr_scale', '1')}"
                 rows.setdefault(label, Row(label)).jobs.append(job)
     return list(rows.values())
@@ -153,10 +153,7 @@ def plot(points: list[dict], out: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle("PEFT study on the embedded world: quality vs trainable parameters and time (mean ± 95% CI)")
     fig.tight_layout()
-    path = out / "quality_vs_cost.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "quality_vs_cost.png")
 
 
 def main() -> None:

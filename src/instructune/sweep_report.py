@@ -63,7 +63,7 @@ class Row:
         return mean, half, len(values)
 
 
-def _overrides(job_dir: Path) -> list[str]:
+def job_overrides(job_dir: Path) -> list[str]:
     import yaml
 
     path = job_dir / ".hydra" / "overrides.yaml"
@@ -81,7 +81,7 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 def common_overrides(sweep_dir: Path) -> list[str]:
     """Overrides every job shares (the sweep's fixed settings): said once, above the table."""
-    sets = [_overrides(d) for d in _job_dirs(sweep_dir)]
+    sets = [job_overrides(d) for d in _job_dirs(sweep_dir)]
     return [o for o in sets[0] if all(o in s for s in sets[1:])] if len(sets) > 1 else []
 
 
@@ -90,7 +90,7 @@ def collect(sweep_dir: Path) -> list[Row]:
     rows: dict[str, Row] = {}
     common = set(common_overrides(sweep_dir))
     for job_dir in _job_dirs(sweep_dir):
-        overrides = _overrides(job_dir)
+        overrides = job_overrides(job_dir)
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
         label = " ".join(o for o in overrides if o not in common and not o.startswith("seed=")) or "(all jobs alike)"
         summary_file = job_dir / "summary.json"
@@ -150,10 +150,7 @@ def _plots(rows: list[Row], out: Path) -> list[Path]:
         ax.set_xticks(range(len(stats)), [label.replace(" ", "\n") for label, _ in stats], fontsize=7)
         ax.set_ylabel("tuned exact match (%)")
         ax.set_title("exact match by configuration (mean ± 95% CI)")
-        fig.tight_layout()
-        written.append(out / "exact_match.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out / "exact_match.png"))
     cost = [(r.label, r.stat("eval.tuned.all"), r.stat("throughput.train_seconds")) for r in rows]
     cost = [(label, em, seconds) for label, em, seconds in cost if em is not None and seconds is not None]
     if cost:
@@ -164,10 +161,7 @@ def _plots(rows: list[Row], out: Path) -> list[Path]:
         ax.set_xlabel("training seconds (mean over seeds)")
         ax.set_ylabel("tuned exact match (%)")
         ax.set_title("quality against cost")
-        fig.tight_layout()
-        written.append(out / "cost.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out / "cost.png"))
     curves = [(row.label, _mean_val_curve(row)) for row in rows]
     curves = [(label, curve) for label, curve in curves if curve]
     if curves:
@@ -178,10 +172,18 @@ def _plots(rows: list[Row], out: Path) -> list[Path]:
         ax.set_ylabel("validation loss (response tokens)")
         ax.set_title("validation loss, mean over seeds")
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        written.append(out / "val_loss.png")
-        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        written.append(save_figure(fig, out / "val_loss.png"))
     return written
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """PNG at 120 dpi, cropped to its content (legends placed outside the axes included), then closed
+    so a long sweep report does not accumulate open figures."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _mean_val_curve(row: Row) -> dict[int, float]:
