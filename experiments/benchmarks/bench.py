@@ -146,7 +146,7 @@ def _instructune_data(records, tokenizer, max_length: int, packing: bool = False
 
 
 def run_instructune(model, tokenizer, records, max_length, warmup, measured, device, precision,
-                    packing: bool = False) -> dict[str, Any]:
+                    packing: bool = False, data=None) -> dict[str, Any]:
     import lightning as L
 
     from instructune.models.module import InstructionTuningModule, OptimizerConfig
@@ -161,7 +161,7 @@ def run_instructune(model, tokenizer, records, max_length, warmup, measured, dev
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             clock.step_done(trainer.global_step, sync)
 
-    data = _instructune_data(records, tokenizer, max_length, packing=packing)
+    data = data if data is not None else _instructune_data(records, tokenizer, max_length, packing=packing)
     module = InstructionTuningModule(model, "causal", OptimizerConfig(lr=1e-4, warmup_ratio=0.0))
     trainer = L.Trainer(max_steps=warmup + measured, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision=precision, logger=False, enable_checkpointing=False, limit_val_batches=0,
@@ -288,7 +288,9 @@ def worker(args: argparse.Namespace) -> None:
     model, tokenizer = _model_and_tokenizer(args.model, device)
     import functools
 
-    run = {"instructune": run_instructune, "bare_loop": run_bare_loop, "hf_trainer": run_hf_trainer,
+    data = _instructune_data(records, tokenizer, args.max_length) if args.contender == "instructune" else None
+    run = {"instructune": functools.partial(run_instructune, data=data), "bare_loop": run_bare_loop,
+           "hf_trainer": run_hf_trainer,
            "instructune_packed": functools.partial(run_instructune, packing=True)}.get(args.contender)
     if run is None:
         mode = args.contender.removeprefix("trl_")
@@ -296,20 +298,19 @@ def worker(args: argparse.Namespace) -> None:
     else:
         result = run(model, tokenizer, records, args.max_length, args.warmup, args.steps, device, precision)
     if args.contender == "instructune":
-        result["flops_per_token"] = _flops_per_real_token(model, tokenizer, records, args.max_length, device)
+        result["flops_per_token"] = _flops_per_real_token(model, tokenizer, data, device)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["params"] = sum(p.numel() for p in model.parameters())
     print("RESULT " + json.dumps(result))
 
 
-def _flops_per_real_token(model, tokenizer, records, max_length: int, device: str) -> float:
+def _flops_per_real_token(model, tokenizer, data, device: str) -> float:
     """Forward + backward FLOPs per real token, on one unpadded instructune row of median length."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from instructune.data.collate import CausalCollator
 
-    data = _instructune_data(records, tokenizer, max_length)
     examples = sorted(data.examples["train"], key=lambda e: len(e.input_ids))
     batch = CausalCollator(tokenizer.pad_token_id)([examples[len(examples) // 2]])
     batch = {k: v.to(device) for k, v in batch.items()}

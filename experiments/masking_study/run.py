@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from instructune.sweep_report import Row, collect, format_stat, save_figure, write_report
+from instructune.sweep_report import Row, collect, format_stat, mean_ci, save_figure, write_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -57,19 +57,10 @@ def study_table(rows: list[Row]) -> tuple[str, list[tuple[str, float, float, flo
 
 def _paired_difference(a: Row, b: Row, path: str) -> tuple[float, float, int] | None:
     """Mean ± 95% CI of a - b over the seeds both rows ran (same seed = same data order and init)."""
-    import math
-    import statistics
-
-    from instructune.sweep_report import _T95
-
     va = {j.seed: j.value(path) for j in a.jobs if j.status == "ok"}
     vb = {j.seed: j.value(path) for j in b.jobs if j.status == "ok"}
     diffs = [va[s] - vb[s] for s in va if s in vb and va[s] is not None and vb[s] is not None]
-    if not diffs:
-        return None
-    if len(diffs) == 1:
-        return diffs[0], math.nan, 1
-    return statistics.fmean(diffs), _T95[min(len(diffs) - 1, 30) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs)
+    return mean_ci(diffs) if diffs else None
 
 
 def plot(points: list[tuple[str, float, float, float, float]], out: Path) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -65,25 +64,9 @@ def _mean(row: Row, path: str) -> float:
     return stat[0] if stat else math.inf
 
 
-def _first(row: Row, *path: str) -> float | None:
-    for job in row.jobs:
-        node = job.summary or {}
-        for part in path:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, int | float):
-            return float(node)
-    return None
-
-
-def _job_mean(row: Row, *path: str) -> float | None:
-    values = []
-    for job in row.jobs:
-        node = job.summary or {}
-        for part in path:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, int | float) and job.status == "ok":
-            values.append(float(node))
-    return statistics.fmean(values) if values else None
+def _mean_or_none(row: Row, path: str) -> float | None:
+    stat = row.stat(path)
+    return stat[0] if stat else None
 
 
 def choose(rows: list[Row]) -> dict[str, tuple[Row, list[Row]]]:
@@ -104,12 +87,12 @@ def tables(family: str, chosen: dict[str, tuple[Row, list[Row]]]) -> tuple[str, 
     points = []
     for peft in [p for p in ORDER if p in chosen]:
         best, candidates = chosen[peft]
-        lr = _first(best, "lr")
-        trainable = _first(best, "params", "trainable")
-        fraction = _first(best, "params", "trainable_fraction")
+        lr = _mean_or_none(best, "lr")
+        trainable = _mean_or_none(best, "params.trainable")
+        fraction = _mean_or_none(best, "params.trainable_fraction")
         failed = sum(j.status != "ok" for r in candidates for j in r.jobs)
-        seconds = _job_mean(best, "throughput", "train_seconds")
-        tokens_per_s = _job_mean(best, "throughput", "real_tokens_per_s")
+        seconds = _mean_or_none(best, "throughput.train_seconds")
+        tokens_per_s = _mean_or_none(best, "throughput.real_tokens_per_s")
         main.append(f"| {peft} | {lr:.3g} ({_setting(best).get('optimizer.lr_scale', '1')}) | "
                     f"{trainable:,.0f} ({100 * fraction:.2f}%) | {format_stat(best.stat('eval.tuned.all'), True)} | "
                     f"{format_stat(best.stat('eval.tuned.seen'), True)} | "

@@ -37,14 +37,19 @@ class Job:
         return "ok" if self.summary.get("status") == "ok" else f"failed: {self.summary.get('error', '?')}"
 
     def value(self, path: str) -> float | None:
+        """A number in summary.json by dotted path (``eval.tuned.all``, ``metrics.val/loss``, ``lr``)."""
         node: Any = self.summary or {}
-        head, _, rest = path.partition(".")
-        node = node.get(head) or {}
-        for part in rest.split(".", 1) if head == "eval" else [rest]:
+        for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                return None
         return float(node) if isinstance(node, int | float) else None
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, int]:
+    """(mean, 95% confidence half-width by Student t, n); the half-width is nan for one value."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, len(values)
+    return mean, _T95[min(len(values) - 1, 30) - 1] * statistics.stdev(values) / math.sqrt(len(values)), len(values)
 
 
 @dataclass
@@ -54,13 +59,7 @@ class Row:
 
     def stat(self, path: str) -> tuple[float, float, int] | None:
         values = [v for j in self.jobs if j.status == "ok" and (v := j.value(path)) is not None]
-        if not values:
-            return None
-        mean = statistics.fmean(values)
-        if len(values) < 2:
-            return mean, math.nan, 1
-        half = _T95[min(len(values) - 1, 30) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-        return mean, half, len(values)
+        return mean_ci(values) if values else None
 
 
 def job_overrides(job_dir: Path) -> list[str]:

@@ -196,17 +196,13 @@ def _check_packing(strategy: Strategy) -> None:
     try:
         from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
     except ImportError:
+        import transformers
+
         raise ConfigError(f"data.packing=true needs transformers>=5 (packed-sequence masks); this is "
-                          f"{transformers_version()}: set data.packing=false")
+                          f"transformers {transformers.__version__}: set data.packing=false")
     if strategy.name in ("prefix", "prompt"):
         raise ConfigError(f"data.packing=true cannot be combined with peft={strategy.name} (its virtual tokens "
                           "shift every position of a packed row): set data.packing=false")
-
-
-def transformers_version() -> str:
-    import transformers
-
-    return f"transformers {transformers.__version__}"
 
 
 def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule, strategy: Strategy,

@@ -40,6 +40,29 @@ def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> 
     return batch
 
 
+def _causal_buffers(rows: int, width: int, pad_id: int) -> dict[str, torch.Tensor]:
+    shape = (rows, width)
+    return {"input_ids": torch.full(shape, pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros(shape, dtype=torch.long),
+            "labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long),
+            "response_labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long)}
+
+
+def _place_shifted(batch: dict[str, torch.Tensor], row: int, at: int, e: TokenizedExample, masking: bool) -> int:
+    """Write one example, shifted by one (target j is token j+1), at positions ``at..at+n`` of ``row``;
+    returns n. A target belongs to the response once j+1 >= prompt_length; with ``masking`` the
+    prompt's targets stay ``IGNORE_INDEX``."""
+    ids = torch.tensor(e.input_ids, dtype=torch.long)
+    n = len(e.input_ids) - 1
+    first_response_target = max(e.prompt_length - 1, 0)
+    first_target = first_response_target if masking else 0
+    batch["input_ids"][row, at : at + n] = ids[:-1]
+    batch["attention_mask"][row, at : at + n] = 1
+    batch["labels"][row, at + first_target : at + n] = ids[1 + first_target :]
+    batch["response_labels"][row, at + first_response_target : at + n] = ids[1 + first_response_target :]
+    return n
+
+
 @dataclass(frozen=True)
 class CausalCollator:
     """Pad to the longest sequence in the batch (not the dataset), shift targets by one.
@@ -55,24 +78,10 @@ class CausalCollator:
 
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         width = _padded_length(max(len(e.input_ids) for e in examples) - 1, self.pad_to_multiple_of)
-        batch = len(examples)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)
-        labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
-        response_labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
+        batch = _causal_buffers(len(examples), width, self.pad_id)
         for row, e in enumerate(examples):
-            ids = torch.tensor(e.input_ids, dtype=torch.long)
-            n = len(e.input_ids) - 1
-            input_ids[row, :n] = ids[:-1]
-            attention_mask[row, :n] = 1
-            labels[row, :n] = ids[1:]
-            # Target j is token j+1: it belongs to the response once j+1 >= prompt_length.
-            first_response_target = max(e.prompt_length - 1, 0)
-            response_labels[row, first_response_target:n] = ids[1 + first_response_target :]
-            if self.masking:
-                labels[row, :first_response_target] = IGNORE_INDEX
-        return _with_window({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                             "response_labels": response_labels}, examples)
+            _place_shifted(batch, row, 0, e, self.masking)
+        return _with_window(batch, examples)
 
 
 @dataclass(frozen=True)
@@ -97,28 +106,16 @@ class PackedCausalCollator:
             rows.append(examples[start : start + size])
             start += size
         width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of)
-        shape = (len(rows), width)
-        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
-        response_labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        batch = _causal_buffers(len(rows), width, self.pad_id)
+        batch["position_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):
             at = 0
             for e in row:
-                ids = torch.tensor(e.input_ids, dtype=torch.long)
-                n = len(e.input_ids) - 1
-                first_response_target = max(e.prompt_length - 1, 0)
-                input_ids[r, at : at + n] = ids[:-1]
-                attention_mask[r, at : at + n] = 1
-                position_ids[r, at : at + n] = torch.arange(n)
-                labels[r, at + (first_response_target if self.masking else 0) : at + n] = \
-                    ids[1 + (first_response_target if self.masking else 0) :]
-                response_labels[r, at + first_response_target : at + n] = ids[1 + first_response_target :]
+                n = _place_shifted(batch, r, at, e, self.masking)
+                batch["position_ids"][r, at : at + n] = torch.arange(n)
                 at += n
-            position_ids[r, at:] = torch.arange(width - at)
-        return _with_window({"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                             "labels": labels, "response_labels": response_labels}, examples)
+            batch["position_ids"][r, at:] = torch.arange(width - at)
+        return _with_window(batch, examples)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     Buckets rows by free space, so each placement scans at most ``width`` buckets (no O(n * rows))."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     rows: list[list[int]] = []
+    free: list[int] = []  # free positions of each row
     free_buckets: list[list[int]] = [[] for _ in range(width + 1)]  # free space -> row ids
     for i in order:
         need = lengths[i]
@@ -75,11 +76,11 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
         row = next((free_buckets[f].pop() for f in range(need, width + 1) if free_buckets[f]), None)
         if row is None:
             rows.append([])
-            row, free = len(rows) - 1, width
-        else:
-            free = width - sum(lengths[j] for j in rows[row])
+            free.append(width)
+            row = len(rows) - 1
         rows[row].append(i)
-        free_buckets[free - need].append(row)
+        free[row] -= need
+        free_buckets[free[row]].append(row)
     return rows
 
 
