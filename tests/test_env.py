@@ -22,3 +22,18 @@ def test_wandb_goes_offline_without_a_key_and_secrets_are_redacted(monkeypatch):
     assert configure_wandb_mode() == "disabled"
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     assert redact("token=hf_secret_value_123 ok") == "token=*** ok"
+
+
+def test_package_versions_are_the_installed_ones():
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from instructune.versions import TRACKED_PACKAGES, package_versions
+
+    versions = package_versions()
+    assert set(versions) == {"python", *TRACKED_PACKAGES, "cuda", "cudnn", "gpu"}
+    assert versions["python"] == platform.python_version() and versions["torch"] == torch.__version__
+    assert versions["peft"] == version("peft") and versions["transformers"] == version("transformers")
+    assert versions["cuda"] == torch.version.cuda

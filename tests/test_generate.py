@@ -6,21 +6,127 @@ from instructune.eval.generate import generate
 from instructune.eval.metrics import exact_match, grouped_exact_match, normalize
 from instructune.models.loading import load_model
 from instructune.models.strategies import make_strategy
-from instructune.world.source import WORLD_GPT2
+from instructune.world.source import WORLD_GPT2, WORLD_T5
 
-PROMPTS = ["The capital of France is", "One cat, two", "The opposite of hot is", "Backwards, tree becomes"]
+# Varied lengths (1 to 9 words) and 32 new tokens: left padding of 0 to 8 positions in a batch, enough
+# steps for misaligned positions or a re-injected prompt to show.
+PROMPTS = ["The capital of France is", "One cat, two", "The opposite of hot is", "Backwards, tree becomes",
+           "Cats", "In the morning the small dog and the big cat walk to the river and"]
+T5_PROMPTS = ["say hi", "what is the capital of france ?", "q : x y z", "paris", "what is the capital of paris ? "
+              "answer : france is the capital", "hi hi hi"]
+VIRTUAL = {"num_virtual_tokens": 4}
+
+
+def _peft(strategy: str, folder, architecture: str = "causal"):
+    torch.manual_seed(0)
+    params = VIRTUAL if strategy in ("prompt", "prefix") else {}
+    return make_strategy(strategy, **params).apply(load_model(str(folder), architecture), architecture)
+
+
+def _reference_greedy(model, tokenizer, prompt: str, architecture: str, max_new_tokens: int) -> str:
+    """Greedy decoding without any cache or padding: the whole sequence through the peft model's own
+    training forward at every step, so this is by construction what training optimised."""
+    model.eval()
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if architecture == "causal":
+                seq = torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)
+                logits = model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits
+            else:
+                start = model.get_base_model().config.decoder_start_token_id
+                dec = torch.tensor([[start, *new]])
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=dec).logits
+            token = int(logits[0, -1].argmax())
+            new.append(token)
+            if token == tokenizer.eos_token_id:
+                break
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("strategy", ["lora", "prompt", "prefix"])
 def test_batched_left_padded_generation_equals_one_by_one(strategy):
-    torch.manual_seed(0)
     tokenizer = load_tokenizer(str(WORLD_GPT2))
-    model = make_strategy(strategy, **({} if strategy == "lora" else {"num_virtual_tokens": 3})).apply(
-        load_model(str(WORLD_GPT2)), "causal")
-    batched = generate(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=4)
-    single = [generate(model, tokenizer, [p], max_new_tokens=6)[0] for p in PROMPTS]
+    model = _peft(strategy, WORLD_GPT2)
+    batched = generate(model, tokenizer, PROMPTS, max_new_tokens=32, batch_size=6)
+    single = [generate(model, tokenizer, [p], max_new_tokens=32)[0] for p in PROMPTS]
     assert batched == single and all(batched)
     assert tokenizer.padding_side == "right"  # restored for training
+
+
+@pytest.mark.parametrize(("strategy", "architecture"), [("prompt", "causal"), ("prefix", "causal"),
+                                                        ("prompt", "seq2seq"), ("prefix", "seq2seq")])
+def test_virtual_token_generation_is_what_training_computes(strategy, architecture):
+    """Cached, batched generation equals greedy decoding through the training forward, token for token."""
+    folder = WORLD_GPT2 if architecture == "causal" else WORLD_T5
+    prompts = PROMPTS if architecture == "causal" else T5_PROMPTS
+    tokenizer = load_tokenizer(str(folder))
+    model = _peft(strategy, folder, architecture)
+    batched = generate(model, tokenizer, prompts, architecture, max_new_tokens=24, batch_size=6)
+    assert batched == [_reference_greedy(model, tokenizer, p, architecture, 24) for p in prompts]
+
+
+@pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
+def test_virtual_token_generation_uses_the_kv_cache(architecture):
+    """Only the first forward call reads the prompt (with its virtual tokens); every later one reads one
+    new token against the cache. A re-injected prompt or a dropped cache shows as wider inputs."""
+    folder = WORLD_GPT2 if architecture == "causal" else WORLD_T5
+    tokenizer = load_tokenizer(str(folder))
+    model = _peft("prompt", folder, architecture)
+    calls: list[tuple[int, int]] = []  # (prompt positions read, decoder positions read)
+
+    def record(_module, args, kwargs):
+        embeds, ids, dec = kwargs.get("inputs_embeds"), kwargs.get("input_ids"), kwargs.get("decoder_input_ids")
+        prompt = embeds.shape[1] if embeds is not None else 0
+        if architecture == "causal":
+            calls.append((prompt, ids.shape[1] if ids is not None else 0))
+        else:
+            calls.append((prompt + (ids.shape[1] if ids is not None else 0), dec.shape[1]))
+
+    handle = model.get_base_model().register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        generate(model, tokenizer, PROMPTS if architecture == "causal" else T5_PROMPTS, architecture,
+                 max_new_tokens=12, batch_size=6)
+    finally:
+        handle.remove()
+    widest = max(len(tokenizer(p)["input_ids"]) for p in (PROMPTS if architecture == "causal" else T5_PROMPTS))
+    first = (VIRTUAL["num_virtual_tokens"] + widest, 0) if architecture == "causal" else \
+        (VIRTUAL["num_virtual_tokens"] + widest, 1)
+    assert len(calls) == 12 and calls[0] == first
+    assert set(calls[1:]) == ({(0, 1)})
+
+
+@pytest.mark.parametrize(("strategy", "architecture"), [("prompt", "causal"), ("prefix", "causal"),
+                                                        ("prompt", "seq2seq"), ("prefix", "seq2seq")])
+def test_trained_virtual_tokens_change_what_the_model_generates(strategy, architecture):
+    """Train the virtual tokens to give one fixed answer, then generate: the answer comes out (batched
+    with other prompts), and it is not what the base model says. A strategy whose prefix or prompt is
+    lost in generation would print the base model's answer."""
+    folder = WORLD_GPT2 if architecture == "causal" else WORLD_T5
+    tokenizer = load_tokenizer(str(folder))
+    prompt, target = "The capital of France is", "the plural of cat is cats"
+    base_answer = generate(load_model(str(folder), architecture), tokenizer, [prompt], architecture, 12)[0]
+    assert base_answer != target
+    model = _peft(strategy, folder, architecture)
+    p_ids = tokenizer(prompt)["input_ids"]
+    t_ids = tokenizer(target)["input_ids"] + [tokenizer.eos_token_id]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-1)
+    model.train()
+    for _ in range(150):
+        if architecture == "causal":
+            ids = torch.tensor([p_ids + t_ids])
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
+            loss = torch.nn.functional.cross_entropy(logits[0, len(p_ids) - 1 : -1], torch.tensor(t_ids))
+        else:
+            ids, labels = torch.tensor([p_ids]), torch.tensor([t_ids])
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    others = PROMPTS[1:] if architecture == "causal" else T5_PROMPTS
+    answers = generate(model, tokenizer, [*others[:3], prompt, *others[3:5]], architecture, 12, batch_size=6)
+    assert answers[3] == target
 
 
 def test_the_base_model_knows_its_world():
@@ -35,10 +141,9 @@ def test_seq2seq_generation_batched_equals_one_by_one(tiny_dirs, strategy):
     tokenizer = load_tokenizer(str(tiny_dirs["t5"]))
     params = {"num_virtual_tokens": 3} if strategy in ("prompt", "prefix") else {}
     model = make_strategy(strategy, **params).apply(load_model(str(tiny_dirs["t5"]), "seq2seq"), "seq2seq")
-    prompts = ["say hi", "what is the capital of france ?", "q : x y z"]
-    batched = generate(model, tokenizer, prompts, "seq2seq", max_new_tokens=4, batch_size=3)
-    single = [generate(model, tokenizer, [p], "seq2seq", max_new_tokens=4)[0] for p in prompts]
-    assert batched == single and len(batched) == 3
+    batched = generate(model, tokenizer, T5_PROMPTS, "seq2seq", max_new_tokens=32, batch_size=6)
+    single = [generate(model, tokenizer, [p], "seq2seq", max_new_tokens=32)[0] for p in T5_PROMPTS]
+    assert batched == single and len(batched) == 6
 
 
 def test_exact_match_normalisation_and_groups():

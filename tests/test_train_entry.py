@@ -35,6 +35,14 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
     assert summary["status"] == "ok"
     assert summary["config"] == {"model": "world-gpt2", "data": "world", "peft": "lora", "masking": True, "seed": 42,
                                  "prompt_style": "alpaca"}
+    # the software that produced the result, for reproducing it
+    from importlib.metadata import version
+
+    import torch
+    assert summary["versions"]["torch"] == torch.__version__
+    assert {k: summary["versions"][k] for k in ("transformers", "peft", "lightning", "datasets")} == {
+        k: version(k) for k in ("transformers", "peft", "lightning", "datasets")}
+    assert summary["versions"]["cuda"] == torch.version.cuda and summary["versions"]["gpu"] is None
     # LoRA r=8 on c_attn (128 -> 384) in 4 layers: 4 * (128*8 + 8*384)
     assert summary["params"]["trainable"] == 16384
     assert summary["steps"] == 30 and summary["data"]["train"] == 240

@@ -31,6 +31,7 @@ from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
+from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
     config_file = "config.resumed.yaml" if earlier[RESOLVED_CONFIG_FILE] else RESOLVED_CONFIG_FILE
     (output_dir / config_file).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
-    summary: dict[str, Any] = {"status": "running", "config": _config_digest(cfg)}
+    summary: dict[str, Any] = {"status": "running", "config": _config_digest(cfg), "versions": package_versions()}
     try:
         summary.update(_run(cfg, output_dir, sweep_group))
         summary["status"] = "ok"

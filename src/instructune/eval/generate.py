@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from instructune.eval.virtual_token_decoding import greedy_decode, uses_virtual_tokens
+
 
 @torch.no_grad()
 def generate(
@@ -31,13 +33,17 @@ def generate(
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
-            out = model.generate(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
-                do_sample=False, num_beams=1, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            )
-            # Causal models return prompt + answer; peft prompt tuning returns the answer's positions
-            # after the (unreturned) virtual tokens the same way, so cutting at the prompt width is exact.
-            new = out[:, enc["input_ids"].shape[1] :] if architecture == "causal" else out
+            if uses_virtual_tokens(model):  # peft's own generate path is broken for these (see the module)
+                new = greedy_decode(model, enc["input_ids"], enc["attention_mask"], architecture, max_new_tokens,
+                                    tokenizer.eos_token_id, tokenizer.pad_token_id)
+            else:
+                out = model.generate(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                    do_sample=False, num_beams=1, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                # causal models return prompt + answer, seq2seq models the answer alone
+                new = out[:, enc["input_ids"].shape[1] :] if architecture == "causal" else out
             answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
