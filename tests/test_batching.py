@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from instructune.data.cache import TokenCache
-from instructune.data.collate import IGNORE_INDEX, CausalCollator, PackedCausalCollator, loss_token_count
+from instructune.batch import IGNORE_INDEX
+from instructune.data.collate import CausalCollator, PackedCausalCollator, loss_token_count
 from instructune.data.sampler import ExampleBatch, ExampleDataset, MicroBatch, TrainBatchSampler, pack_rows
 from instructune.data.tokenize import TokenizedExample, tokenize_pairs
 from instructune.models.loading import load_model

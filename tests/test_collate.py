@@ -1,8 +1,8 @@
 import torch
 
-from instructune.data.collate import IGNORE_INDEX, CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks
+from instructune.batch import IGNORE_INDEX
+from instructune.data.collate import CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks
 from instructune.data.tokenize import TokenizedExample, tokenize_pairs
-from instructune.models import module as model_module
 
 X = IGNORE_INDEX
 EOS = 0
@@ -64,8 +64,3 @@ def test_pretraining_blocks_target_every_token():
     batch = collate_blocks(list(pack_blocks([[1, 2, 3, 4, 5, 6, 7, 0]], block_size=3)))
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 5, 6]]
     assert batch["labels"].tolist() == [[2, 3, 4], [5, 6, 7]]
-
-
-def test_ignore_index_is_shared_by_data_and_models():
-    assert model_module.IGNORE_INDEX == IGNORE_INDEX == -100
-    assert torch.tensor(X).item() == -100

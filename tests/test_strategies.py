@@ -122,15 +122,14 @@ def test_loading_errors(tiny_dirs, tmp_path):
 
 @pytest.mark.parametrize("name", ["lora", "full"])
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs, name):
-    from instructune.models.loading import enable_gradient_checkpointing
-
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
         base = load_model(str(tiny_dirs["gpt2"]))
+        strategy = make_strategy(name, **({"dropout": 0.0} if name == "lora" else {}))
         if checkpointing:
-            enable_gradient_checkpointing(base, name)
-        model = make_strategy(name, **({"dropout": 0.0} if name == "lora" else {})).apply(base, "causal")
+            strategy.enable_gradient_checkpointing(base)
+        model = strategy.apply(base, "causal")
         model.train()
         module = InstructionTuningModule(model, "causal")
         loss, _ = module.token_loss(module(_batch("causal")), _batch("causal")["labels"])
@@ -142,7 +141,5 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs, name):
 
 
 def test_prefix_tuning_with_gradient_checkpointing_is_refused(tiny_dirs):
-    from instructune.models.loading import enable_gradient_checkpointing
-
     with pytest.raises(ModelError, match="peft=prefix cannot be combined with gradient checkpointing"):
-        enable_gradient_checkpointing(load_model(str(tiny_dirs["gpt2"])), "prefix")
+        make_strategy("prefix").enable_gradient_checkpointing(load_model(str(tiny_dirs["gpt2"])))

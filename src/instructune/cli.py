@@ -25,11 +25,12 @@ def _merge(args: argparse.Namespace) -> None:
     """LoRA / IA3 adapters folded into the base weights: a plain Hugging Face model folder."""
     from instructune.eval.run_folder import load_tuned
     from instructune.models.loading import ModelError
+    from instructune.models.strategies import STRATEGIES
 
     tuned = load_tuned(args.run)
     if not tuned.meta["adapter_only"]:
         raise ModelError(f"{args.run}: peft={tuned.meta['peft']} saved a full model already; nothing to merge")
-    if tuned.meta["peft"] not in ("lora", "ia3"):
+    if not STRATEGIES[tuned.meta["peft"]].mergeable:
         raise ModelError(f"{args.run}: peft={tuned.meta['peft']} adds virtual tokens, which cannot be merged into weights")
     merged = tuned.model.merge_and_unload()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from instructune.batch import loss_token_count
+
 
 @functools.lru_cache(maxsize=4)
 def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024,
@@ -67,7 +69,7 @@ class ThroughputMeter(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         real = batch["attention_mask"].sum()
-        loss = (batch["labels"] != -100).sum()
+        loss = loss_token_count(batch["labels"])
         positions = torch.tensor(batch["input_ids"].numel(), device=real.device)
         if getattr(pl_module, "architecture", "causal") == "seq2seq":  # decoder positions are work too
             real = real + loss

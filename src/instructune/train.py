@@ -26,7 +26,7 @@ from instructune.data.datamodule import InstructionDataModule
 from instructune.data.tokenizer import load_tokenizer
 from instructune.env import configure_wandb_mode, redact
 from instructune.eval.test_split import TestSplitEvaluation
-from instructune.models.loading import count_parameters, enable_gradient_checkpointing, load_model
+from instructune.models.loading import count_parameters, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
@@ -124,7 +124,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
                        cfg.model.trust_remote_code)
     strategy: Strategy = _build(cfg.peft, "peft")
     if cfg.model.get("gradient_checkpointing"):
-        enable_gradient_checkpointing(model, strategy.name)
+        strategy.enable_gradient_checkpointing(model)
     evaluation = TestSplitEvaluation(data, tokenizer, architecture, cfg.eval.split, cfg.eval.max_examples,
                                      cfg.eval.max_new_tokens, cfg.eval.batch_size)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
@@ -134,7 +134,10 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     model = strategy.apply(model, architecture)
     model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
     trainable, total = count_parameters(model)
-    lr = (cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr) * cfg.optimizer.get("lr_scale", 1.0)
+    lr = cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr
+    if lr is None:
+        raise ConfigError(f"peft={strategy.name} has no default learning rate (peft.lr); set optimizer.lr")
+    lr *= cfg.optimizer.get("lr_scale", 1.0)
     optim = OptimizerConfig(lr=lr, weight_decay=cfg.optimizer.weight_decay, warmup_ratio=cfg.optimizer.warmup_ratio,
                             schedule=cfg.optimizer.schedule)
     module = InstructionTuningModule(model, architecture, optim)
@@ -201,7 +204,7 @@ def _check_packing(strategy: Strategy) -> None:
 
         raise ConfigError(f"data.packing=true needs transformers>=5 (packed-sequence masks); this is "
                           f"transformers {transformers.__version__}: set data.packing=false")
-    if strategy.name in ("prefix", "prompt"):
+    if not strategy.supports_packing:
         raise ConfigError(f"data.packing=true cannot be combined with peft={strategy.name} (its virtual tokens "
                           "shift every position of a packed row): set data.packing=false")
 
@@ -214,9 +217,9 @@ def _export(model: torch.nn.Module, tokenizer: Any, data: InstructionDataModule,
     tokenizer.save_pretrained(folder)
     data.prompt_style.save(folder)
     meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture, "peft": strategy.name,
-            "adapter_only": strategy.is_peft}
+            "adapter_only": strategy.adapter_only}
     (folder / "instructune.json").write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("saved %s to %s", "adapter" if strategy.is_peft else "model", folder)
+    log.info("saved %s to %s", "adapter" if strategy.adapter_only else "model", folder)
 
 
 def _checkpointing(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

@@ -1,10 +1,4 @@
-"""Collate tokenised examples into a batch: dynamic padding and loss targets.
-
-The batch is the contract between ``data/`` and ``models/``: a dict of tensors with
-``input_ids``, ``attention_mask``, ``labels`` (the training targets) and ``response_labels``
-(targets on response tokens only, used for validation so masked and unmasked runs compare).
-Causal batches are already shifted: ``labels[:, j]`` is the target for the logits at ``j``.
-"""
+"""Collate tokenised examples into a batch (``instructune.batch``): dynamic padding and loss targets."""
 
 from __future__ import annotations
 
@@ -13,9 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP
 from instructune.data.tokenize import TokenizedExample
-
-IGNORE_INDEX = -100
 
 
 def _padded_length(n: int, multiple: int | None) -> int:
@@ -36,7 +29,7 @@ def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> 
     ranks), which the training loss divides by; absent for evaluation batches."""
     tokens = getattr(examples, "window_tokens", None)
     if tokens is not None:
-        batch["loss_tokens_in_step"] = torch.tensor(tokens, dtype=torch.long)
+        batch[LOSS_TOKENS_IN_STEP] = torch.tensor(tokens, dtype=torch.long)
     return batch
 
 
@@ -92,7 +85,7 @@ class PackedCausalCollator:
     The batch carries ``position_ids``; the model gets no 2-D attention mask, and transformers (5.x)
     derives a block-diagonal causal mask from the restarting position ids (its packed-sequence
     detection in ``masking_utils``), so no token attends across documents either. The row tail after
-    the last document is padding: its own "document", every target -100.
+    the last document is padding: its own "document", every target IGNORE_INDEX.
     """
 
     pad_id: int

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class InstructionDataModule(L.LightningDataModule):
     """Instruction tuning data for causal or seq2seq models.
 
-    ``masking`` (causal only) sets every prompt token's target to -100 so the loss covers the
+    ``masking`` (causal only) sets every prompt token's target to IGNORE_INDEX so the loss covers the
     response alone; validation always scores response tokens only (``response_labels``).
 
     Training batches: ``group_by_length`` batches similar lengths together (less padding);

@@ -96,14 +96,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def enable_gradient_checkpointing(model: nn.Module, strategy_name: str) -> None:
+def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute activations in the backward pass, non-reentrant: the reentrant variant drops the
-    gradients of frozen-base PEFT models (their inputs do not require grad) and breaks under DDP."""
-    if strategy_name == "prefix":
-        raise ModelError(
-            "peft=prefix cannot be combined with gradient checkpointing (peft passes the prefix as a "
-            "key/value cache, which checkpointing discards); set model.gradient_checkpointing=false or use peft=lora"
-        )
+    gradients of frozen-base PEFT models (their inputs do not require grad) and breaks under DDP.
+    Whether a strategy allows it is the strategy's to say (``Strategy.enable_gradient_checkpointing``)."""
     if not getattr(model, "supports_gradient_checkpointing", True) and not hasattr(model, "base_model"):
         raise ModelError(f"a {getattr(model.config, 'model_type', '?')} model does not support gradient checkpointing")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

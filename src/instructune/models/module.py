@@ -14,7 +14,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-IGNORE_INDEX = -100  # the batch contract shared with data/ (kept in sync by a test)
+from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, POSITION_IDS, Batch, loss_token_count
+
 
 
 @dataclass
@@ -50,13 +51,13 @@ class InstructionTuningModule(L.LightningModule):
         # loaded from its pretrained weights on resume, so loading is not strict.
         self.strict_loading = False
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         """Logits aligned with ``batch['labels']`` (virtual prompt-tuning tokens sliced off)."""
         if self.architecture == "seq2seq":
             decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              decoder_input_ids=decoder_input_ids, use_cache=False)
-        elif "position_ids" in batch:
+        elif POSITION_IDS in batch:
             # Packed rows: position ids restart at every document; with no 2-D mask transformers builds the
             # block-diagonal causal mask from them, so documents neither attend to nor predict each other.
             out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
@@ -69,12 +70,12 @@ class InstructionTuningModule(L.LightningModule):
     @staticmethod
     def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss over target tokens, number of target tokens)."""
-        n = (targets != IGNORE_INDEX).sum()
+        n = loss_token_count(targets)
         loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
                                    reduction="sum")
         return loss_sum / n.clamp(min=1), n
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """A token mean over the whole optimiser step: the loss sum of this micro-batch divided by the
         loss-bearing tokens of the entire accumulation window on every rank (``loss_tokens_in_step``,
         counted by the sampler in advance). Lightning divides the returned loss by the accumulation
@@ -88,8 +89,8 @@ class InstructionTuningModule(L.LightningModule):
         loss_sum = mean * n.clamp(min=1)
         world = self.trainer.world_size if self._trainer is not None else 1
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
-        if "loss_tokens_in_step" in batch:
-            loss = loss_sum * (world * accumulate) / batch["loss_tokens_in_step"].clamp(min=1)
+        if LOSS_TOKENS_IN_STEP in batch:
+            loss = loss_sum * (world * accumulate) / batch[LOSS_TOKENS_IN_STEP].clamp(min=1)
         elif world > 1:
             loss = loss_sum * world / self.all_gather(n).sum().clamp(min=1)
         else:
@@ -101,7 +102,7 @@ class InstructionTuningModule(L.LightningModule):
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self(batch)
         targets = batch["response_labels"]
         loss, n = self.token_loss(logits, targets)

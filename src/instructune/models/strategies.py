@@ -1,8 +1,11 @@
 """Fine-tuning strategies: which parameters train. ``full`` and ``bitfit`` are ours; LoRA, prefix,
 prompt tuning and IA3 come from the ``peft`` library (peft has no BitFit, so that one is written here).
 
-Each strategy carries its own default learning rate: prompt / prefix / IA3 train a handful of
-parameters from scratch and need rates one to two orders of magnitude above full fine-tuning.
+Each strategy declares what it can do (``uses_virtual_tokens``, ``supports_packing``, ``mergeable``, ...), so
+callers ask the strategy instead of comparing names. Default learning rates live in ``conf/peft/*.yaml``
+only (prompt / prefix / IA3 train a handful of parameters from scratch and need rates one to two orders of
+magnitude above full fine-tuning); code that builds a strategy by hand passes ``lr`` itself or leaves it
+``None`` and sets ``optimizer.lr``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from instructune.models.loading import ModelError, count_parameters
+from instructune.models.loading import ModelError, count_parameters, enable_gradient_checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,32 @@ def _model_type(model: nn.Module) -> str:
 
 @dataclass
 class Strategy:
-    """Base: ``apply`` returns the model with only the strategy's parameters trainable."""
+    """Base: ``apply`` returns the model with only the strategy's parameters trainable.
+
+    Capabilities (class-level facts callers read instead of comparing names):
+    ``adapter_only`` -- the export is a peft adapter, not a whole model;
+    ``uses_virtual_tokens`` -- trained tokens are placed before the prompt (prompt, prefix tuning);
+    ``supports_packing`` -- packed rows with restarting positions train correctly;
+    ``supports_gradient_checkpointing`` -- activation recomputation keeps the strategy's inputs;
+    ``mergeable`` -- the trained weights fold into the base model (``instructune merge``).
+    """
 
     name: ClassVar[str] = "strategy"
-    lr: float = 1e-4
+    adapter_only: ClassVar[bool] = False
+    uses_virtual_tokens: ClassVar[bool] = False
+    supports_packing: ClassVar[bool] = True
+    supports_gradient_checkpointing: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
+    lr: float | None = None  # the default is in conf/peft/<name>.yaml
 
-    @property
-    def is_peft(self) -> bool:
-        return False
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        """Recompute activations in the backward pass, or say why this strategy cannot."""
+        if not self.supports_gradient_checkpointing:
+            raise ModelError(
+                f"peft={self.name} cannot be combined with gradient checkpointing (peft passes the prefix as a "
+                "key/value cache, which checkpointing discards); set model.gradient_checkpointing=false or use peft=lora"
+            )
+        enable_gradient_checkpointing(model)
 
     def apply(self, model: nn.Module, architecture: str) -> nn.Module:
         raise NotImplementedError
@@ -54,7 +75,6 @@ class Strategy:
 @dataclass
 class Full(Strategy):
     name: ClassVar[str] = "full"
-    lr: float = 1e-4
 
     def apply(self, model: nn.Module, architecture: str) -> nn.Module:
         for p in model.parameters():
@@ -67,7 +87,6 @@ class BitFit(Strategy):
     """Train bias terms only (Ben Zaken et al. 2022). Models without biases are refused, not trained at zero."""
 
     name: ClassVar[str] = "bitfit"
-    lr: float = 1e-3
 
     def apply(self, model: nn.Module, architecture: str) -> nn.Module:
         biases = [n for n, _ in model.named_parameters() if n.endswith(".bias") or n == "bias"]
@@ -83,9 +102,7 @@ class BitFit(Strategy):
 
 @dataclass
 class _PeftStrategy(Strategy):
-    @property
-    def is_peft(self) -> bool:
-        return True
+    adapter_only: ClassVar[bool] = True
 
     def peft_config(self, architecture: str, model_type: str) -> Any:
         raise NotImplementedError
@@ -106,7 +123,7 @@ class LoRA(_PeftStrategy):
     default (GPT-2: c_attn; Llama: q_proj, v_proj; T5: q, v)."""
 
     name: ClassVar[str] = "lora"
-    lr: float = 1e-3
+    mergeable: ClassVar[bool] = True
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -125,7 +142,7 @@ class IA3(_PeftStrategy):
     """(IA)^3 rescaling vectors (Liu et al. 2022, T-Few); peft's defaults pick keys, values and the FFN."""
 
     name: ClassVar[str] = "ia3"
-    lr: float = 1e-2
+    mergeable: ClassVar[bool] = True
     target_modules: list[str] | None = None
     feedforward_modules: list[str] | None = None
 
@@ -138,6 +155,10 @@ class IA3(_PeftStrategy):
 
 @dataclass
 class _VirtualTokens(_PeftStrategy):
+    """Virtual tokens shift every position of a row, so packed rows (restarting positions) cannot hold them."""
+
+    uses_virtual_tokens: ClassVar[bool] = True
+    supports_packing: ClassVar[bool] = False
     num_virtual_tokens: int = 20
 
     def _check_tokens(self) -> None:
@@ -150,7 +171,7 @@ class Prefix(_VirtualTokens):
     """Prefix tuning (Li & Liang 2021): trained key/value prefixes in every layer."""
 
     name: ClassVar[str] = "prefix"
-    lr: float = 1e-2
+    supports_gradient_checkpointing: ClassVar[bool] = False
     prefix_projection: bool = False
     encoder_hidden_size: int | None = None
 
@@ -169,7 +190,6 @@ class Prompt(_VirtualTokens):
     ``prompt_tuning_init`` (RANDOM or SAMPLE_VOCAB: rows of the model's own embedding matrix)."""
 
     name: ClassVar[str] = "prompt"
-    lr: float = 3e-2
     init: str = "SAMPLE_VOCAB"
 
     def peft_config(self, architecture: str, model_type: str) -> Any:

@@ -1,0 +1,46 @@
+"""The batch: the one contract between ``data/`` (which produces it) and ``models/`` (which consumes it).
+
+Neither package imports the other; both import this module. A batch is a plain ``dict`` of ``torch.long``
+tensors with the keys below. Causal batches are already shifted: ``labels[:, j]`` is the target of the
+logits at position ``j``; seq2seq batches hold the prompt in ``input_ids`` and the response in ``labels``.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+IGNORE_INDEX = -100
+"""Target value that carries no loss (padding, and prompt tokens under masking); torch's cross-entropy default."""
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+LABELS = "labels"
+RESPONSE_LABELS = "response_labels"
+POSITION_IDS = "position_ids"
+LOSS_TOKENS_IN_STEP = "loss_tokens_in_step"
+
+REQUIRED_KEYS = (INPUT_IDS, ATTENTION_MASK, LABELS, RESPONSE_LABELS)
+DTYPE = torch.long
+
+
+class Batch(TypedDict, total=False):
+    """What each key means; the first four are always present."""
+
+    input_ids: torch.Tensor  # [batch, positions] token ids, padding included
+    attention_mask: torch.Tensor  # [batch, positions] 1 on real tokens, 0 on padding
+    labels: torch.Tensor  # training targets, IGNORE_INDEX where no loss is taken
+    response_labels: torch.Tensor  # targets on response tokens only: validation loss compares across masking
+    position_ids: torch.Tensor  # packed rows only: positions restart at every packed example
+    loss_tokens_in_step: torch.Tensor  # scalar: loss-bearing targets of the whole optimiser step (all
+    # micro-batches, all ranks), counted by the sampler in advance; training batches only
+
+
+def loss_token_count(labels: torch.Tensor) -> torch.Tensor:
+    """Targets that carry loss (a tensor, so counting never forces a device sync)."""
+    return (labels != IGNORE_INDEX).sum()
+
+
+__all__ = ["Batch", "IGNORE_INDEX", "INPUT_IDS", "ATTENTION_MASK", "LABELS", "RESPONSE_LABELS", "POSITION_IDS",
+           "LOSS_TOKENS_IN_STEP", "REQUIRED_KEYS", "DTYPE", "loss_token_count"]
