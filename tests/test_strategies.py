@@ -143,3 +143,26 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs, name):
 def test_prefix_tuning_with_gradient_checkpointing_is_refused(tiny_dirs):
     with pytest.raises(ModelError, match="peft=prefix cannot be combined with gradient checkpointing"):
         make_strategy("prefix").enable_gradient_checkpointing(load_model(str(tiny_dirs["gpt2"])))
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    # 10 steps, warmup_ratio 0.2 -> 2 warm-up steps, then linear / cosine decay to 0 or constant
+    ("linear", [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]),
+    ("cosine", [0.0, 0.5, 1.0, 0.9619397662556434, 0.8535533905932737, 0.6913417161825449, 0.5,
+                0.30865828381745514, 0.14644660940672627, 0.03806023374435663]),
+    ("constant", [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+])
+def test_learning_rate_schedules(tiny_dirs, schedule, expected):
+    from types import SimpleNamespace
+
+    module = InstructionTuningModule(load_model(str(tiny_dirs["gpt2"])), "causal",
+                                     OptimizerConfig(lr=1.0, warmup_ratio=0.2, schedule=schedule))
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx(expected, abs=1e-12)

@@ -51,7 +51,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from instructune.data.records import DataError
     from instructune.entry import register_resolvers
     from instructune.eval.run_folder import load_tuned
-    from instructune.eval.test_split import TestSplitEvaluation
+    from instructune.eval.split_evaluation import SplitEvaluation
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     if not conf.is_dir():
@@ -63,7 +63,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     data = InstructionDataModule(instantiate(cfg.data.source), tuned.tokenizer, tuned.prompt_style,
                                  architecture=tuned.architecture, max_seq_length=cfg.data.max_seq_length)
     data.setup("test")
-    evaluation = TestSplitEvaluation(data, tuned.tokenizer, tuned.architecture, cfg.eval.split,
+    evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, cfg.eval.split,
                                      cfg.eval.max_examples, cfg.eval.max_new_tokens, cfg.eval.batch_size)
     scores = evaluation.run(tuned.model, "tuned")
     if scores is None:

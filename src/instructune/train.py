@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from instructune.data.datamodule import InstructionDataModule
 from instructune.data.tokenizer import load_tokenizer
 from instructune.env import configure_wandb_mode, redact
-from instructune.eval.test_split import TestSplitEvaluation
+from instructune.eval.split_evaluation import SplitEvaluation
 from instructune.models.loading import count_parameters, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
@@ -125,7 +125,7 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     strategy: Strategy = _build(cfg.peft, "peft")
     if cfg.model.get("gradient_checkpointing"):
         strategy.enable_gradient_checkpointing(model)
-    evaluation = TestSplitEvaluation(data, tokenizer, architecture, cfg.eval.split, cfg.eval.max_examples,
+    evaluation = SplitEvaluation(data, tokenizer, architecture, cfg.eval.split, cfg.eval.max_examples,
                                      cfg.eval.max_new_tokens, cfg.eval.batch_size)
     base_scores = evaluation.run(model, "base") if cfg.eval.base and rank_zero else None
 

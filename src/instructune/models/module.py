@@ -124,8 +124,7 @@ class InstructionTuningModule(L.LightningModule):
             torch.set_rng_state(checkpoint["instructune_rng"])
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
-                                  get_linear_schedule_with_warmup)
+        from transformers import get_scheduler
 
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -139,9 +138,6 @@ class InstructionTuningModule(L.LightningModule):
                                       foreach=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = math.ceil(self.optim.warmup_ratio * total)
-        if self.optim.schedule == "constant":
-            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-        else:
-            make = get_cosine_schedule_with_warmup if self.optim.schedule == "cosine" else get_linear_schedule_with_warmup
-            scheduler = make(optimizer, warmup, total)
+        name = "constant_with_warmup" if self.optim.schedule == "constant" else self.optim.schedule
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instructune.data.records import FieldMap, Splits, validate_records
-from instructune.world.generator import HELD_OUT_TASKS, instruction_splits
+from instructune.world.generator import instruction_splits
 
 ASSETS = Path(__file__).parent / "assets"
 WORLD_GPT2 = ASSETS / "world-gpt2"
@@ -33,6 +33,3 @@ class WorldSource:
         fields = FieldMap(task="task")
         return {k: validate_records(v, fields, f"world(seed={self.seed}) [{k}]") for k, v in splits.items()}
 
-
-def is_held_out(task: str | None) -> bool:
-    return task in HELD_OUT_TASKS

@@ -19,8 +19,8 @@ from instructune.eval.metrics import generation_scores
 log = logging.getLogger(__name__)
 
 
-class TestSplitEvaluation:
-    """Generate answers for the test split and score them; keeps every prediction for the JSONL file."""
+class SplitEvaluation:
+    """Generate answers for one split (the test split by default) and score them; keeps every prediction for the JSONL file."""
 
     def __init__(self, data: InstructionDataModule, tokenizer: Any, architecture: str, split: str = "test",
                  max_examples: int | None = None, max_new_tokens: int = 32, batch_size: int = 32) -> None:
