@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from instructune.batch import IGNORE_INDEX, REQUIRED_KEYS, Batch
+from instructune.batch import DTYPE, IGNORE_INDEX, POSITION_IDS, REQUIRED_KEYS, Batch
 from instructune.models.strategies import STRATEGIES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "instructune"
@@ -30,12 +30,41 @@ def test_data_and_models_meet_only_in_the_batch(package, forbidden):
     assert {f: m for f, m in offenders.items() if m} == {}
 
 
-def test_the_ignore_index_and_batch_keys_are_defined_once():
-    assert IGNORE_INDEX == -100 and REQUIRED_KEYS == ("input_ids", "attention_mask", "labels", "response_labels")
-    assert set(Batch.__annotations__) == {*REQUIRED_KEYS, "position_ids", "loss_tokens_in_step"}
+def test_the_ignore_index_is_defined_once():
+    assert IGNORE_INDEX == -100
     defining = [str(f.relative_to(SRC)) for f in SRC.rglob("*.py")
                 if re.search(r"IGNORE_INDEX\s*=|-100\b", f.read_text())]
     assert defining == ["batch.py"]
+
+
+class _Window(list):
+    """Examples as the sampler hands them over: with the window's loss-token count and packed row sizes."""
+
+    window_tokens = 7
+    row_sizes = [2, 1]
+
+
+@pytest.mark.parametrize("collator", ["causal", "packed", "seq2seq"])
+def test_every_collator_produces_the_batch_contract(collator):
+    """data/ writes exactly what batch.py declares and models/ reads: the required keys, long tensors,
+    nothing undeclared; packed rows add position ids, training windows their loss-token count."""
+    from instructune.data.collate import CausalCollator, PackedCausalCollator, Seq2SeqCollator
+    from instructune.data.tokenize import TokenizedExample
+
+    make = {"causal": lambda: CausalCollator(pad_id=0), "packed": lambda: PackedCausalCollator(pad_id=0),
+            "seq2seq": lambda: Seq2SeqCollator(pad_id=0)}[collator]
+    if collator == "seq2seq":
+        examples = [TokenizedExample([5, 6, 0], 3, labels=[8, 0]), TokenizedExample([9, 0], 2, labels=[11, 12, 0]),
+                    TokenizedExample([13, 0], 2, labels=[14, 0])]
+    else:
+        examples = [TokenizedExample([5, 6, 7, 8, 0], 3), TokenizedExample([9, 10, 11, 0], 2),
+                    TokenizedExample([13, 14, 0], 2)]
+    batch = make()(_Window(examples))
+    extra = {"loss_tokens_in_step"} | ({POSITION_IDS} if collator == "packed" else set())
+    assert set(batch) == {*REQUIRED_KEYS, *extra} and set(batch) <= set(Batch.__annotations__)
+    assert {k: v.dtype for k, v in batch.items()} == dict.fromkeys(batch, DTYPE)
+    assert batch["loss_tokens_in_step"].item() == 7
+    assert (batch["labels"] == IGNORE_INDEX).any()  # padding or prompt targets carry no loss
 
 
 def test_no_strategy_is_recognised_by_its_name_outside_the_strategies_module():

@@ -42,7 +42,8 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path):
     assert summary["versions"]["torch"] == torch.__version__
     assert {k: summary["versions"][k] for k in ("transformers", "peft", "lightning", "datasets")} == {
         k: version(k) for k in ("transformers", "peft", "lightning", "datasets")}
-    assert summary["versions"]["cuda"] == torch.version.cuda and summary["versions"]["gpu"] is None
+    assert summary["versions"]["cuda"] == torch.version.cuda
+    assert summary["versions"]["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     # LoRA r=8 on c_attn (128 -> 384) in 4 layers: 4 * (128*8 + 8*384)
     assert summary["params"]["trainable"] == 16384
     assert summary["steps"] == 30 and summary["data"]["train"] == 240

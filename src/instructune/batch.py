@@ -14,14 +14,10 @@ import torch
 IGNORE_INDEX = -100
 """Target value that carries no loss (padding, and prompt tokens under masking); torch's cross-entropy default."""
 
-INPUT_IDS = "input_ids"
-ATTENTION_MASK = "attention_mask"
-LABELS = "labels"
-RESPONSE_LABELS = "response_labels"
 POSITION_IDS = "position_ids"
 LOSS_TOKENS_IN_STEP = "loss_tokens_in_step"
 
-REQUIRED_KEYS = (INPUT_IDS, ATTENTION_MASK, LABELS, RESPONSE_LABELS)
+REQUIRED_KEYS = ("input_ids", "attention_mask", "labels", "response_labels")
 DTYPE = torch.long
 
 
@@ -42,5 +38,4 @@ def loss_token_count(labels: torch.Tensor) -> torch.Tensor:
     return (labels != IGNORE_INDEX).sum()
 
 
-__all__ = ["Batch", "IGNORE_INDEX", "INPUT_IDS", "ATTENTION_MASK", "LABELS", "RESPONSE_LABELS", "POSITION_IDS",
-           "LOSS_TOKENS_IN_STEP", "REQUIRED_KEYS", "DTYPE", "loss_token_count"]
+__all__ = ["Batch", "IGNORE_INDEX", "POSITION_IDS", "LOSS_TOKENS_IN_STEP", "REQUIRED_KEYS", "DTYPE", "loss_token_count"]

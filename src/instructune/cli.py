@@ -30,8 +30,11 @@ def _merge(args: argparse.Namespace) -> None:
     tuned = load_tuned(args.run)
     if not tuned.meta["adapter_only"]:
         raise ModelError(f"{args.run}: peft={tuned.meta['peft']} saved a full model already; nothing to merge")
-    if not STRATEGIES[tuned.meta["peft"]].mergeable:
-        raise ModelError(f"{args.run}: peft={tuned.meta['peft']} adds virtual tokens, which cannot be merged into weights")
+    strategy = STRATEGIES.get(tuned.meta["peft"])
+    if strategy is None or not strategy.mergeable:
+        why = "adds virtual tokens, which cannot be merged into weights" if strategy and strategy.uses_virtual_tokens \
+            else "cannot be merged into the base weights"
+        raise ModelError(f"{args.run}: peft={tuned.meta['peft']} {why}")
     merged = tuned.model.merge_and_unload()
     args.out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(args.out)

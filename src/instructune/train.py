@@ -123,6 +123,9 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     model = load_model(cfg.model.name_or_path, architecture, _container(cfg.model.from_config), cfg.model.dtype,
                        cfg.model.trust_remote_code)
     strategy: Strategy = _build(cfg.peft, "peft")
+    lr = cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr
+    if lr is None:  # checked before the base evaluation, which can take long on a real model
+        raise ConfigError(f"peft={strategy.name} has no default learning rate (peft.lr); set optimizer.lr")
     if cfg.model.get("gradient_checkpointing"):
         strategy.enable_gradient_checkpointing(model)
     evaluation = SplitEvaluation(data, tokenizer, architecture, cfg.eval.split, cfg.eval.max_examples,
@@ -134,9 +137,6 @@ def _run(cfg: DictConfig, output_dir: Path, sweep_group: str | None, rank_zero: 
     model = strategy.apply(model, architecture)
     model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
     trainable, total = count_parameters(model)
-    lr = cfg.optimizer.lr if cfg.optimizer.lr is not None else strategy.lr
-    if lr is None:
-        raise ConfigError(f"peft={strategy.name} has no default learning rate (peft.lr); set optimizer.lr")
     lr *= cfg.optimizer.get("lr_scale", 1.0)
     optim = OptimizerConfig(lr=lr, weight_decay=cfg.optimizer.weight_decay, warmup_ratio=cfg.optimizer.warmup_ratio,
                             schedule=cfg.optimizer.schedule)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP
+from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, POSITION_IDS
 from instructune.data.tokenize import TokenizedExample
 
 
@@ -100,14 +100,14 @@ class PackedCausalCollator:
             start += size
         width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of)
         batch = _causal_buffers(len(rows), width, self.pad_id)
-        batch["position_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
+        batch[POSITION_IDS] = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):
             at = 0
             for e in row:
                 n = _place_shifted(batch, r, at, e, self.masking)
-                batch["position_ids"][r, at : at + n] = torch.arange(n)
+                batch[POSITION_IDS][r, at : at + n] = torch.arange(n)
                 at += n
-            batch["position_ids"][r, at:] = torch.arange(width - at)
+            batch[POSITION_IDS][r, at:] = torch.arange(width - at)
         return _with_window(batch, examples)
 
 

@@ -87,6 +87,8 @@ def greedy_decode(
         else:
             step.update(inputs_embeds=virtual_embeddings(), attention_mask=torch.cat((ones, attention_mask), dim=1))
 
+    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+        step["logits_to_keep"] = 1  # as model.generate does: no [batch, prompt, vocab] logits on the first step
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     new_tokens: list[torch.Tensor] = []
     for _ in range(max_new_tokens):

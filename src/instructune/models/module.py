@@ -60,7 +60,7 @@ class InstructionTuningModule(L.LightningModule):
         elif POSITION_IDS in batch:
             # Packed rows: position ids restart at every document; with no 2-D mask transformers builds the
             # block-diagonal causal mask from them, so documents neither attend to nor predict each other.
-            out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+            out = self.model(input_ids=batch["input_ids"], position_ids=batch[POSITION_IDS], use_cache=False)
         else:
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits = out.logits
