@@ -2,20 +2,11 @@
 
     python train.py                                   # embedded world, its GPT-2 base, LoRA, masking on
     python train.py -m peft=lora,ia3 masking=true,false
+
+The same application is installed as `instructune train ...` (see instructune/entry.py).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from instructune.entry import main_job, prepare
-
-prepare()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return main_job(cfg)
-
+from instructune.entry import train_app
 
 if __name__ == "__main__":
-    main()
+    train_app()

@@ -1,9 +1,14 @@
-"""Shared fixtures: a word-level tokenizer with known ids, and tiny causal / seq2seq / Llama models
-written to a temporary folder (so loading-by-path is exercised exactly as with a hub download)."""
+"""Shared fixtures: a word-level tokenizer with known ids, tiny causal / seq2seq / Llama models
+written to a temporary folder (so loading-by-path is exercised exactly as with a hub download), and
+``python train.py`` run inside the test process."""
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,3 +72,69 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
         make_word_tokenizer(pad=pad).save_pretrained(folder)
         out[name] = folder
     return out
+
+
+def train_in_process(*overrides: str, capsys=None) -> subprocess.CompletedProcess:
+    """``python train.py *overrides`` in this process: train.py's own Hydra entry point with ``sys.argv``
+    patched, so the run folder (``.hydra/``, ``train.log``, summary, model) is exactly the CLI's, without
+    a new interpreter's imports. Returns (exit status, stdout, stderr) like ``subprocess.run``: the
+    streams are read from ``capsys`` when given (empty otherwise). Exit status 1 with ``error: ...`` on
+    stderr is what the CLI prints for bad input. The environment and the root logger (pointed at the
+    run's train.log by Hydra) are restored afterwards.
+
+    Launches where the process boundary is the point (DDP, ``-m`` sweeps and their launchers, SIGKILL,
+    the CLI's own exit status and stderr, secrets in a fresh environment) stay real subprocesses."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv, environ = sys.argv, dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    sys.argv = [str(REPO / "train.py"), *overrides]
+    code = 0
+    try:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        os.environ.clear()
+        os.environ.update(environ)
+    out = capsys.readouterr() if capsys is not None else None
+    return subprocess.CompletedProcess(["train.py", *overrides], code, out.out if out else "", out.err if out else "")
+
+
+def compose_train_config(*overrides: str):
+    """The config ``python train.py *overrides`` runs with, composed by Hydra's compose API."""
+    from hydra import compose, initialize_config_module
+
+    from instructune.entry import CONFIG_NAME, CONFIG_PATH, register_resolvers
+
+    register_resolvers()
+    with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides))
+
+
+def untrained_val_loss(*overrides: str) -> float:
+    """``val/loss`` of the configuration's model before any training step: the base with its strategy
+    applied, on the same validation batches the run scores (the bar a tuned run must clear)."""
+    import lightning as L
+
+    from instructune.train import build, build_parts
+
+    cfg = compose_train_config(*overrides)
+    L.seed_everything(cfg.seed, verbose=False)
+    parts = build_parts(cfg)
+    model = parts.strategy.apply(parts.model, cfg.model.architecture)
+    module = build(cfg.module, "module", model=model, optimizer=parts.optimizer)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    [metrics] = trainer.validate(module, datamodule=parts.data, verbose=False)
+    return metrics["val/loss"]

@@ -1,40 +1,17 @@
-"""The bad-input catalogue: every case ends `python train.py` with a non-zero status and one clear
+"""The bad-input catalogue: every case ends `python train.py` with exit status 1 and one clear
 line (file, record index and field where they exist), never a traceback from inside a library.
 
-The cases run train.py's own Hydra entry point in this process (argv patched) to keep the
-catalogue fast; test_train_entry.py runs one of them as a real subprocess.
+The cases run train.py's own Hydra entry point in this process (conftest.train_in_process) to keep
+the catalogue fast; test_train_entry.py runs one of them as a real subprocess.
 """
 
 from __future__ import annotations
 
 import json
-import runpy
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
-
-
-def train(*overrides: str, capsys=None) -> subprocess.CompletedProcess:
-    """``python train.py *overrides`` in-process: (return code, stdout, stderr) like a subprocess."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    argv = sys.argv
-    sys.argv = [str(REPO / "train.py"), *overrides]
-    code = 0
-    try:
-        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    finally:
-        sys.argv = argv
-        GlobalHydra.instance().clear()
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(overrides, code, out.out, out.err)
+from conftest import train_in_process as train
 
 GOOD = [{"instruction": f"Say word {i}.", "input": "", "output": f"word {i}"} for i in range(40)]
 
@@ -76,11 +53,12 @@ CASES = {
     "non-UTF-8": ("d.json", b'[{"instruction": "caf\xe9", "output": "x"}]', [], "d.json: not valid UTF-8 (byte 21)"),
     "empty split": ("d.json", _json(GOOD[:5]), [], "d.json: 5 record(s) split 0.85/0.1/0.05 leaves the test split empty"),
     "bad fractions": ("d.json", _json(GOOD), ["data.source.splits.train=0.9"], "split fractions must be non-negative and sum to 1"),
-    "unknown prompt style": ("d.json", _json(GOOD), ["data.prompt.style=nope"], "unknown prompt style 'nope'"),
+    "unknown prompt style": ("d.json", _json(GOOD), ["data.prompt.style=nope"],
+                             "data.prompt.style='nope': must be alpaca | phi3 | flan | chat | custom"),
     "custom template without instruction": ("d.json", _json(GOOD), ["data.prompt.style=custom"],
                                             "prompt style 'custom' needs data.prompt.template"),
     "zero virtual tokens": ("d.json", _json(GOOD), ["peft=prompt", "peft.num_virtual_tokens=0"],
-                            "peft=prompt needs num_virtual_tokens >= 1, got 0"),
+                            "peft.num_virtual_tokens=0: must be an integer >= 1"),
     "packing with prompt tuning": ("d.json", _json(GOOD), ["peft=prompt", "data.packing=true"],
                                    "data.packing=true cannot be combined with peft=prompt"),
     "packing a seq2seq model": ("d.json", _json(GOOD), ["model=world-t5", "data.packing=true"],
@@ -111,7 +89,7 @@ def test_bad_data_and_settings(tmp_path, case, capsys):
         path.write_text(content)
     proc = train("data=json", f"data.path={path}", "logger=none", "eval.base=false", *overrides,
                  f"hydra.run.dir={tmp_path / 'run'}", capsys=capsys)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert expected in _error_line(proc.stderr)
 
@@ -120,7 +98,7 @@ def test_bad_data_and_settings(tmp_path, case, capsys):
 def test_unknown_group_options(tmp_path, case, capsys):
     overrides, expected = HYDRA_CASES[case]
     proc = train(*overrides, f"hydra.run.dir={tmp_path}", capsys=capsys)
-    assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_model_errors(tmp_path, tiny_dirs, capsys):

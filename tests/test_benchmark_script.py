@@ -1,10 +1,9 @@
-"""The benchmark harness itself (experiments/benchmarks/bench.py) keeps working: its instructune and
-bare-loop workers run a few real steps and the table is built from their results. TRL is a
-benchmark-only dependency, so its contenders are not exercised here."""
+"""The benchmark harness itself (experiments/benchmarks/bench.py and its tunebench package) keeps
+working: its instructune and bare-loop workers run a few real steps and the table is built from their
+results. TRL is a benchmark-only dependency, so its contenders are not exercised here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import pytest
 
 from conftest import REPO
 
-BENCH = REPO / "experiments" / "benchmarks" / "bench.py"
+BENCHMARKS = REPO / "experiments" / "benchmarks"
+BENCH = BENCHMARKS / "bench.py"
 
 
 def _worker(contender: str) -> dict:
@@ -26,20 +26,21 @@ def _worker(contender: str) -> dict:
 
 
 @pytest.mark.slow
-def test_workers_measure_the_same_batches_and_the_table_compares_them():
+def test_workers_measure_the_same_batches_and_the_table_compares_them(monkeypatch):
     ours, bare = _worker("instructune"), _worker("bare_loop")
     # the same sampler and collator: steps 3..6 of both saw exactly the same real tokens
     assert ours["real_tokens"] == bare["real_tokens"] > 0
     assert ours["padding_fraction"] == bare["padding_fraction"] and 0 < ours["padding_fraction"] < 1
     assert ours["params"] == bare["params"] == 1088256 and ours["flops_per_token"] > 6 * 1088256 * 0.9
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    runs = {c: [] for c in bench.CONTENDERS}
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # where bench.py finds its tunebench package
+    from tunebench.contenders import CONTENDERS
+    from tunebench.report import table
+
+    runs = {c: [] for c in CONTENDERS}
     runs["instructune"], runs["bare_loop"] = [ours], [bare]
     results = {"matmul_peak_flops": 1e11, "batch_size": 4, "repeats": 1,
                "cases": {"tiny": {"max_length": 256, "steps": 4, "warmup": 2, "runs": runs}}}
-    text = bench.table(results)
+    text = table(results)
     ratio = ours["tokens_per_s"] / bare["tokens_per_s"]
     b, o = f"{bare['tokens_per_s']:,.0f}", f"{ours['tokens_per_s']:,.0f}"
     assert f"| bare_loop | {b} | {b} - {b} | {ratio:.2f}x |" in text

@@ -17,7 +17,7 @@ def lora_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("lora-run")
     assert train("logger=none", "trainer.max_steps=40", "trainer.val_check_interval=40",
                  "data.source.max_train_records=240", "eval.base=false", "eval.max_examples=6",
-                 "eval.max_new_tokens=12", "checkpoint.enabled=false", f"hydra.run.dir={run}").returncode == 0
+                 "eval.max_new_tokens=12", "checkpoint=none", f"hydra.run.dir={run}").returncode == 0
     return run
 
 

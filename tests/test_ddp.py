@@ -10,7 +10,7 @@ import pytest
 from test_train_entry import train
 
 SETTINGS = ["peft=full", "trainer.max_steps=10", "trainer.val_check_interval=10", "data.source.max_train_records=160",
-            "eval.max_examples=8", "eval.max_new_tokens=4", "checkpoint.enabled=false"]
+            "eval.max_examples=8", "eval.max_new_tokens=4", "checkpoint=none"]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from instructune.data.tokenizer import load_tokenizer
 from instructune.eval.generate import generate
 from instructune.eval.metrics import exact_match, grouped_exact_match, normalize
 from instructune.models.loading import load_model
-from instructune.models.strategies import make_strategy
+from instructune.models.strategies import STRATEGIES
 from instructune.world.source import WORLD_GPT2, WORLD_T5
 
 # Varied lengths (1 to 9 words) and 32 new tokens: left padding of 0 to 8 positions in a batch, enough
@@ -20,7 +20,7 @@ VIRTUAL = {"num_virtual_tokens": 4}
 def _peft(strategy: str, folder, architecture: str = "causal"):
     torch.manual_seed(0)
     params = VIRTUAL if strategy in ("prompt", "prefix") else {}
-    return make_strategy(strategy, **params).apply(load_model(str(folder), architecture), architecture)
+    return STRATEGIES[strategy](**params).apply(load_model(str(folder), architecture), architecture)
 
 
 def _reference_greedy(model, tokenizer, prompt: str, architecture: str, max_new_tokens: int) -> str:
@@ -144,7 +144,7 @@ def test_seq2seq_generation_batched_equals_one_by_one(tiny_dirs, strategy):
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(tiny_dirs["t5"]))
     params = {"num_virtual_tokens": 3} if strategy in ("prompt", "prefix") else {}
-    model = make_strategy(strategy, **params).apply(load_model(str(tiny_dirs["t5"]), "seq2seq"), "seq2seq")
+    model = STRATEGIES[strategy](**params).apply(load_model(str(tiny_dirs["t5"]), "seq2seq"), "seq2seq")
     batched = generate(model, tokenizer, T5_PROMPTS, "seq2seq", max_new_tokens=32, batch_size=6)
     single = [generate(model, tokenizer, [p], "seq2seq", max_new_tokens=32)[0] for p in T5_PROMPTS]
     assert batched == single and len(batched) == 6

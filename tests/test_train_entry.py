@@ -228,7 +228,7 @@ def test_multirun_through_the_submitit_local_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = train("hydra/launcher=submitit_local", "peft=lora,bitfit", "logger=csv", "trainer.max_steps=2",
                  "trainer.val_check_interval=2", "data.source.max_train_records=16", "eval.max_examples=2",
-                 "eval.max_new_tokens=2", "eval.base=false", "export=false", "checkpoint.enabled=false",
+                 "eval.max_new_tokens=2", "eval.base=false", "export=false", "checkpoint=none",
                  f"hydra.sweep.dir={tmp_path}", multirun=True)
     assert proc.returncode == 0
     summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))]
@@ -242,7 +242,7 @@ def test_same_seed_same_losses(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         assert train("logger=none", "trainer.max_steps=8", "trainer.val_check_interval=8",
                      "data.source.max_train_records=64", "eval.base=false", "eval.tuned=false", "export=false",
-                     "checkpoint.enabled=false", f"seed={seed}", f"hydra.run.dir={tmp_path / name}").returncode == 0
+                     "checkpoint=none", f"seed={seed}", f"hydra.run.dir={tmp_path / name}").returncode == 0
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["metrics"]
     assert runs["a"] == runs["b"]  # bit-identical, LoRA dropout included
     assert runs["a"]["train/loss"] != runs["c"]["train/loss"]

@@ -1,8 +1,16 @@
+import ast
+import dataclasses
+import json
 import re
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from instructune.world.generator import HELD_OUT_TASKS, build_tasks, corpus_documents, instruction_splits
-from instructune.world.source import WORLD_GPT2, WorldSource
+from instructune.world.pretraining import (GPT2_CONFIG, GPT2_RECIPE, T5_CONFIG, T5_OBJECTIVE, T5_RECIPE, VOCAB_SIZE,
+                                           prefix_lm_records, tokenizer_texts)
+from instructune.world.source import WORLD_GPT2, WORLD_T5, WorldSource
 
 
 def test_splits_are_deterministic_and_held_out_families_only_in_test():
@@ -74,8 +82,6 @@ def test_the_committed_base_and_its_tokenizer():
 
 
 def test_prefix_lm_records_split_documents_at_sentence_boundaries():
-    from instructune.world.build import prefix_lm_records
-
     records = prefix_lm_records(["One cat, two cats. The dog says woof. Paris is the capital of France."], seed=0,
                                 denoise_fraction=0.0)
     assert len(records) == 1
@@ -85,8 +91,6 @@ def test_prefix_lm_records_split_documents_at_sentence_boundaries():
 
 
 def test_denoising_records_delete_words_and_ask_for_the_whole_document():
-    from instructune.world.build import prefix_lm_records
-
     doc = "the cat sees the dog and the dog sees the cat near the old red house by the river"
     records = prefix_lm_records([doc] * 50, seed=0, denoise_fraction=1.0)
     assert len(records) == 50 and all(r["output"] == doc for r in records)
@@ -95,3 +99,41 @@ def test_denoising_records_delete_words_and_ask_for_the_whole_document():
         assert all(word in it for word in r["instruction"].split(" "))  # words deleted in order, none added
     kept = sum(len(r["instruction"].split(" ")) for r in records) / (50 * len(doc.split(" ")))
     assert 0.78 < kept < 0.92  # 15% deleted
+
+
+def test_tokenizer_texts_are_the_corpus_then_prompts_in_every_fixed_style():
+    """The tokenizer sees each template style (alpaca, phi3, flan: not the user-defined ones) around
+    2,000 records, so their prompt words are whole tokens."""
+    docs = ["The capital of France is Paris.", "A cow says moo."]
+    texts = tokenizer_texts(0, docs)
+    assert texts[:2] == docs and len(texts) == 2 + 3 * 2000
+    alpaca, phi3, flan = texts[2], texts[2 + 2000], texts[2 + 4000]
+    assert "### Response:" in alpaca and "<|assistant|>" in phi3 and "\nResponse:" in flan
+
+
+@pytest.mark.parametrize(("asset", "config", "recipe"), [(WORLD_GPT2, GPT2_CONFIG, GPT2_RECIPE),
+                                                         (WORLD_T5, T5_CONFIG, T5_RECIPE)])
+def test_the_described_bases_are_the_committed_ones(asset, config, recipe):
+    """The build tool's defaults reproduce the committed weights: same architecture, same recipe."""
+    committed = json.loads((asset / "config.json").read_text())
+    assert {k: committed[k] for k in config} == config and committed["vocab_size"] == VOCAB_SIZE
+    info = json.loads((asset / "build_info.json").read_text())
+    assert "steps" in info
+    assert {k: v for k, v in dataclasses.asdict(recipe).items() if k in info} == {
+        k: info[k] for k in dataclasses.asdict(recipe) if k in info}
+    if asset == WORLD_T5:
+        assert info["objective"] == T5_OBJECTIVE
+
+
+def test_the_world_imports_no_model_or_training_code():
+    """Runs load the world's committed files; building them is tools/build_world.py's job alone."""
+    world = Path(__file__).resolve().parents[1] / "src" / "instructune" / "world"
+    forbidden = ("instructune.models", "instructune.train", "instructune.cli", "instructune.entry", "lightning")
+    offenders = {}
+    for f in world.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if bad := sorted(m for m in names if m.startswith(forbidden)):
+            offenders[f.name] = bad
+    assert offenders == {}

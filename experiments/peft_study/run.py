@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from instructune.sweep_report import Row, collect, format_stat, job_overrides, save_figure
+from instructune.run_folder import job_overrides
+from instructune.sweep_report import Row, collect, format_stat, save_figure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -1,5 +1,5 @@
-"""The ``instructune`` command: talk to a tuned run, merge adapters, rebuild the world.
-Training itself runs through ``python train.py`` (Hydra)."""
+"""The ``instructune`` command: train (the Hydra application of ``python train.py``), then talk to a
+tuned run, score it on other data, merge adapters, summarise sweeps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _generate(args: argparse.Namespace) -> None:
     from instructune.eval.generate import generate
-    from instructune.eval.run_folder import load_tuned
+    from instructune.run_folder import load_tuned
 
     tuned = load_tuned(args.run)
     instructions = [args.instruction] if args.instruction else (line.rstrip("\n") for line in sys.stdin)
@@ -23,7 +23,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _merge(args: argparse.Namespace) -> None:
     """LoRA / IA3 adapters folded into the base weights: a plain Hugging Face model folder."""
-    from instructune.eval.run_folder import load_tuned
+    from instructune.run_folder import load_tuned
     from instructune.models.loading import ModelError
     from instructune.models.strategies import STRATEGIES
 
@@ -47,24 +47,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     """Score a tuned run on the test split of any data config (Hydra overrides), without training."""
     import json
 
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+    from hydra import compose, initialize_config_module
 
-    from instructune.data.datamodule import InstructionDataModule
     from instructune.data.records import DataError
-    from instructune.entry import register_resolvers
-    from instructune.eval.run_folder import load_tuned
+    from instructune.entry import CONFIG_NAME, CONFIG_PATH, register_resolvers
     from instructune.eval.split_evaluation import SplitEvaluation
+    from instructune.run_folder import load_tuned
+    from instructune.train import build
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    if not conf.is_dir():
-        raise FileNotFoundError(f"{conf}: the config folder is missing (install from a clone with pip install -e .)")
     register_resolvers()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=args.overrides)
+    with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
+        cfg = compose(CONFIG_NAME, overrides=args.overrides)
     tuned = load_tuned(args.run)
-    data = InstructionDataModule(instantiate(cfg.data.source), tuned.tokenizer, tuned.prompt_style,
-                                 architecture=tuned.architecture, max_seq_length=cfg.data.max_seq_length)
+    data = build(cfg.data, "data", drop=("name", "path"), tokenizer=tuned.tokenizer, prompt=tuned.prompt_style,
+                 architecture=tuned.architecture, packing=False, group_by_length=False)
     data.setup("test")
     evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, cfg.eval.split,
                                      cfg.eval.max_examples, cfg.eval.max_new_tokens, cfg.eval.batch_size)
@@ -75,6 +71,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     out.write_text(json.dumps({"data": cfg.data.name, "split": cfg.eval.split, "scores": scores}, indent=2) + "\n")
     print(f"exact match {100 * scores['all']:.1f}% on {scores['n']} examples "
           f"(ROUGE-L {100 * scores['rougeL/all']:.1f}%); written to {out}")
+
+
+def _train(overrides: list[str]) -> None:
+    """Hydra reads ``sys.argv``, so the ``train`` word is hidden from it while it parses; it is put
+    back before the job runs, because Lightning's DDP launcher re-runs the command line as typed."""
+    from instructune.entry import train_app
+
+    typed = list(sys.argv)
+    sys.argv = [typed[0], *overrides]
+
+    def restore_argv() -> None:
+        sys.argv = typed
+
+    train_app(before_job=restore_argv)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -88,8 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     from instructune.data.records import DataError
     from instructune.models.loading import ModelError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        _train(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="instructune", description="instruction-tuning research framework")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train and evaluate: exactly `python train.py [overrides]` (Hydra; -m to sweep)",
+                   add_help=False)
     gen = sub.add_parser("generate", help="answer an instruction (or one per stdin line) with a tuned run")
     gen.add_argument("run", type=Path, help="run folder (or its model/ folder)")
     gen.add_argument("instruction", nargs="?", help="omit to read instructions line by line from stdin")
@@ -105,15 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="summarise a multirun folder into report.md and PNG plots")
     report.add_argument("sweep", type=Path, help="the sweep folder (outputs/<task>/multiruns/<time>)")
     report.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep folder)")
-    sub.add_parser("build-world", help="rebuild the embedded world, tokenizer and base model", add_help=False)
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "build-world":
-        from instructune.world.build import main as build_main
-
-        build_main(rest)
-        return
-    if rest:
-        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    args = parser.parse_args(argv)
     try:
         {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report}[args.command](args)
     except (DataError, ModelError, PromptStyleError, FileNotFoundError) as e:

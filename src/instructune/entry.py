@@ -1,10 +1,14 @@
-"""What ``train.py`` needs around a run: config resolvers, ``.env``, the job's folder, clean errors."""
+"""The Hydra application behind ``python train.py`` and ``instructune train``: config resolvers,
+``.env``, the job's folder, clean errors. Both commands run ``train_app`` on the config groups
+installed with the package (``pkg://instructune.conf``, i.e. the repository's ``conf/``), so they
+compose the same config and write the same run folder, from any working directory."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +20,9 @@ from instructune.models.loading import ModelError
 
 log = logging.getLogger("instructune")
 
+CONFIG_PATH = "pkg://instructune.conf"
+CONFIG_NAME = "train"
+
 USER_ERRORS = (DataError, ModelError, PromptStyleError)
 
 
@@ -24,7 +31,8 @@ def _asset(name: str) -> str:
 
     path = ASSETS / name
     if not path.is_dir():
-        raise ModelError(f"no embedded asset {name!r} under {ASSETS}; rebuild with python -m instructune.world.build")
+        raise ModelError(f"no embedded asset {name!r} under {ASSETS}; rebuild it from a checkout with "
+                         "python tools/build_world.py (README: 'The embedded world')")
     return str(path)
 
 
@@ -77,3 +85,17 @@ def main_job(cfg: DictConfig) -> float | None:
         sys.exit(f"error: {e}")
     tuned = (summary.get("eval") or {}).get("tuned") or {}
     return tuned.get("all")
+
+
+def train_app(before_job: Callable[[], None] | None = None) -> None:
+    """Parse the command line as Hydra does (overrides, ``-m``, ``--cfg`` ...) and run the job(s);
+    ``before_job`` runs first in every job (``instructune train`` restores ``sys.argv`` there)."""
+    import hydra
+
+    def job(cfg: DictConfig) -> float | None:
+        if before_job is not None:
+            before_job()
+        return main_job(cfg)
+
+    prepare()
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(job)()

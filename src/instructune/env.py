@@ -8,7 +8,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Every variable the project reads (also listed, with comments, in .env.example).
+# The secrets among the variables .env.example lists: their values are replaced by *** in everything
+# written to a run folder (config.yaml, summary.json).
 SECRET_VARIABLES = ("WANDB_API_KEY", "HF_TOKEN")
 
 

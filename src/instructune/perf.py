@@ -42,8 +42,12 @@ def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32,
 
 
 def step_flops(module: L.LightningModule, batch: dict[str, torch.Tensor]) -> int:
-    """FLOPs of one forward + backward on ``batch``, counted by torch's own ``FlopCounterMode`` (matmuls
-    and attention, frozen weights' skipped gradients included); gradients are cleared afterwards."""
+    """FLOPs of one training forward + backward of ``module`` (an ``InstructionTuningModule``: its own
+    forward and token loss) on ``batch``, counted by torch's own ``FlopCounterMode`` (matmuls and
+    attention, frozen weights' skipped gradients included); gradients are cleared afterwards.
+
+    The one FLOP counter: a run's MFU (``ThroughputMeter``) and the benchmarks' FLOPs per token
+    (experiments/benchmarks) both come from here, so their numbers compare."""
     was_training = module.training
     module.train()
     with FlopCounterMode(display=False) as counter:

@@ -4,13 +4,14 @@ overrides without ``seed``), metrics as mean ± 95% CI across seeds, failed jobs
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from instructune.run_folder import job_overrides, read_summary, sweep_jobs
 
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (scipy is not a dependency for one
 # table); beyond 30 the normal 1.96 is within 2%.
@@ -62,25 +63,9 @@ class Row:
         return mean_ci(values) if values else None
 
 
-def job_overrides(job_dir: Path) -> list[str]:
-    import yaml
-
-    path = job_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
-    return [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-
-
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    def order(p: Path) -> tuple[int, str]:
-        head = p.name.split("_")[0]
-        return (int(head) if head.isdigit() else 1 << 30, p.name)
-
-    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=order)
-
-
 def common_overrides(sweep_dir: Path) -> list[str]:
     """Overrides every job shares (the sweep's fixed settings): said once, above the table."""
-    sets = [job_overrides(d) for d in _job_dirs(sweep_dir)]
+    sets = [job_overrides(d) for d in sweep_jobs(sweep_dir)]
     return [o for o in sets[0] if all(o in s for s in sets[1:])] if len(sets) > 1 else []
 
 
@@ -88,13 +73,11 @@ def collect(sweep_dir: Path) -> list[Row]:
     """One row per configuration (the overrides that vary, less ``seed``), in job order."""
     rows: dict[str, Row] = {}
     common = set(common_overrides(sweep_dir))
-    for job_dir in _job_dirs(sweep_dir):
+    for job_dir in sweep_jobs(sweep_dir):
         overrides = job_overrides(job_dir)
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), None)
         label = " ".join(o for o in overrides if o not in common and not o.startswith("seed=")) or "(all jobs alike)"
-        summary_file = job_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-        rows.setdefault(label, Row(label)).jobs.append(Job(job_dir, label, seed, summary))
+        rows.setdefault(label, Row(label)).jobs.append(Job(job_dir, label, seed, read_summary(job_dir)))
     return list(rows.values())
 
 

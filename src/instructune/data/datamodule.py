@@ -1,10 +1,9 @@
-"""Lightning data modules: instruction records → prompts → tokens → batches; and raw text → blocks."""
+"""The Lightning data module: instruction records → prompts → tokens → batches."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from instructune.data.cache import TokenCache
-from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2SeqCollator, collate_blocks,
-                                      loss_token_count, pack_blocks)
+from instructune.data.collate import CausalCollator, PackedCausalCollator, Seq2SeqCollator, loss_token_count
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
-from instructune.data.tokenize import TokenizedExample, tokenize_pairs, tokenize_text
+from instructune.data.tokenize import TokenizedExample, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -150,32 +148,6 @@ class InstructionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-
-class TextDataModule(L.LightningDataModule):
-    """Raw documents for the plain language-model objective (no prompt, every token a target)."""
-
-    def __init__(self, train_texts: Sequence[str], val_texts: Sequence[str], tokenizer: Any,
-                 block_size: int = 128, batch_size: int = 32) -> None:
-        super().__init__()
-        self.train_texts, self.val_texts = train_texts, val_texts
-        self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.blocks: dict[str, torch.Tensor] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if not self.blocks:
-            for split, texts in (("train", self.train_texts), ("validation", self.val_texts)):
-                self.blocks[split] = pack_blocks(tokenize_text(texts, self.tokenizer), self.block_size)
-            log.info("pretraining blocks: train=%d validation=%d (block %d tokens)",
-                     len(self.blocks["train"]), len(self.blocks["validation"]), self.block_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(list(self.blocks["train"]), batch_size=self.batch_size, shuffle=True, collate_fn=collate_blocks)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(list(self.blocks["validation"]), batch_size=self.batch_size, collate_fn=collate_blocks)
 
 
 def _as_style(prompt: PromptStyle | dict[str, Any] | str) -> PromptStyle:

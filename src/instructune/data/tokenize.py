@@ -48,6 +48,8 @@ def tokenize_pairs(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token")
+    if not prompts:  # an empty split (a tiny dataset's validation share); fast tokenizers reject []
+        return [], TokenizeStats(0, 0, 0)
     # The prompt gets the tokenizer's special tokens (BOS for Llama, </s> for T5's encoder);
     # the response never does, and EOS is appended by hand so it is there for every tokenizer.
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]

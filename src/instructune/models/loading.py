@@ -84,16 +84,14 @@ def _check_architecture(config: Any, architecture: str, where: str) -> None:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights are counted once."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
+    """(trainable, total) parameter counts, shared (tied) weights once: peft's own count for peft
+    models (it also knows 4-bit weights and virtual-token encoders), transformers' for plain models."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    if hasattr(model, "num_parameters"):
+        return model.num_parameters(only_trainable=True), model.num_parameters()
+    params = list(model.parameters())  # nn.Module.parameters() already yields a shared tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -102,4 +100,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     Whether a strategy allows it is the strategy's to say (``Strategy.enable_gradient_checkpointing``)."""
     if not getattr(model, "supports_gradient_checkpointing", True) and not hasattr(model, "base_model"):
         raise ModelError(f"a {getattr(model.config, 'model_type', '?')} model does not support gradient checkpointing")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24 (the old name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -4,7 +4,7 @@ shifted targets, so the same code serves instruction tuning and plain language m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -20,9 +20,14 @@ from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, POSITION_IDS, B
 
 @dataclass
 class OptimizerConfig:
-    """AdamW with warmup, then linear or cosine decay to zero (transformers' schedules)."""
+    """AdamW with warmup, then linear or cosine decay to zero (transformers' schedules).
 
-    lr: float = 1e-4
+    ``lr`` None means the strategy's own default (``conf/peft/*.yaml``, filled in with
+    ``with_default_lr``); ``lr_scale`` multiplies whichever lr applies, so one sweep key
+    (``optimizer.lr_scale=0.3,1,3``) tunes every strategy around its own default."""
+
+    lr: float | None = None
+    lr_scale: float = 1.0
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.05
@@ -31,6 +36,16 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ValueError(f"optimizer.schedule must be linear, cosine or constant, got {self.schedule!r}")
+        self.betas = tuple(self.betas)  # a YAML list from the config
+
+    def with_default_lr(self, default: float | None) -> OptimizerConfig:
+        return self if self.lr is not None else replace(self, lr=default)
+
+    @property
+    def effective_lr(self) -> float:
+        if self.lr is None:
+            raise ValueError("no learning rate: set optimizer.lr (the strategy has no default)")
+        return self.lr * self.lr_scale
 
 
 class InstructionTuningModule(L.LightningModule):
@@ -134,8 +149,8 @@ class InstructionTuningModule(L.LightningModule):
                   {"params": no_decay, "weight_decay": 0.0}]
         # foreach: one multi-tensor kernel per op instead of a Python loop over parameters (torch only
         # picks it by default on CUDA; on the CPU it saves a few ms per step of a small model)
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.lr, betas=self.optim.betas,
-                                      foreach=True)
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.effective_lr,
+                                      betas=self.optim.betas, foreach=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = math.ceil(self.optim.warmup_ratio * total)
         name = "constant_with_warmup" if self.optim.schedule == "constant" else self.optim.schedule

@@ -203,15 +203,4 @@ class Prompt(_VirtualTokens):
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Full, BitFit, LoRA, IA3, Prefix, Prompt)}
 
 
-def make_strategy(name: str, **params: Any) -> Strategy:
-    """Build a strategy by name, with a clear error for unknown names and options."""
-    if name not in STRATEGIES:
-        raise ModelError(f"unknown peft strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    cls = STRATEGIES[name]
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ModelError(f"peft={name}: {e}") from None
-
-
-__all__ = ["Strategy", "Full", "BitFit", "LoRA", "IA3", "Prefix", "Prompt", "STRATEGIES", "make_strategy"]
+__all__ = ["Strategy", "Full", "BitFit", "LoRA", "IA3", "Prefix", "Prompt", "STRATEGIES"]

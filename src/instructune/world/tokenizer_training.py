@@ -5,6 +5,9 @@ text *and to every line* (text is split at line breaks first). So an answer word
 after ``### Response:\\n`` (the response is tokenised on its own) and an input word the same after
 ``### Input:\\n`` as in the middle of a pretraining sentence (`` Paris``, one token). The decoder
 removes the spaces it added around line breaks.
+
+Only the build tool (``tools/build_world.py``) trains one; runs load the committed tokenizer through
+``instructune.data.tokenizer.load_tokenizer``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,140 @@
+"""Every numeric and enum setting checked right after Hydra composes the config, before a tokenizer,
+a model or data is loaded: a bad value is one line naming the key, the value and what is allowed.
+
+Why a table and not Hydra structured configs: the groups are ``_target_`` nodes whose keys are the
+constructors' own arguments (any Trainer argument is a key); a schema per group would restate those
+signatures. The table states only what a signature cannot (ranges, choices), and the constructors
+still reject unknown keys (``train.build``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    ok: Callable[[Any], bool]
+    allowed: str
+    nullable: bool = False
+
+
+def _int(low: int | None = None, high: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+                      and (high is None or v <= high))
+
+
+def _number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        return (v > low if low_open else v >= low) and (high is None or (v < high if high_open else v <= high))
+
+    return ok
+
+
+def _choice(*options: Any) -> Callable[[Any], bool]:
+    return lambda v: v in options
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _steps(v: Any) -> bool:
+    return _int(1)(v) or v == -1
+
+
+def _val_interval(v: Any) -> bool:  # Lightning: an int counts batches, a float is a fraction of an epoch
+    return _int(1)(v) or (isinstance(v, float) and 0 < v <= 1)
+
+
+def _limit(v: Any) -> bool:
+    return _int(0)(v) or (isinstance(v, float) and 0 <= v <= 1)
+
+
+PRECISIONS = ("32-true", "32", 32, "16-mixed", "16", 16, "bf16-mixed", "bf16", "bf16-true", "16-true", "64-true",
+              "64", 64, "transformer-engine", "transformer-engine-float16")
+DTYPES = ("float32", "float16", "bfloat16")
+SPLITS = ("train", "validation", "test")
+
+RULES: tuple[Rule, ...] = (
+    Rule("seed", _int(0, 2**32 - 1), "an integer from 0 to 2**32-1"),
+    Rule("masking", _bool, "true or false"),
+    Rule("export", _bool, "true or false"),
+    Rule("model.architecture", _choice("causal", "seq2seq"), "causal or seq2seq"),
+    Rule("model.dtype", _choice(*DTYPES), " or ".join(DTYPES), nullable=True),
+    Rule("model.gradient_checkpointing", _bool, "true or false"),
+    Rule("model.trust_remote_code", _bool, "true or false"),
+    Rule("data.batch_size", _int(1), "an integer >= 1"),
+    Rule("data.eval_batch_size", _int(1), "an integer >= 1", nullable=True),
+    Rule("data.max_seq_length", _int(2), "an integer >= 2"),
+    Rule("data.num_workers", _int(0), "an integer >= 0"),
+    Rule("data.pad_to_multiple_of", _int(1), "an integer >= 1", nullable=True),
+    Rule("data.group_by_length", _bool, "true or false"),
+    Rule("data.packing", _bool, "true or false"),
+    Rule("data.cache", _bool, "true or false"),
+    Rule("data.overlength", _choice("truncate", "drop", "error"), "truncate, drop or error"),
+    Rule("trainer.max_steps", _steps, "an integer >= 1, or -1 (train for trainer.max_epochs)"),
+    Rule("trainer.max_epochs", _steps, "an integer >= 1, or -1", nullable=True),
+    Rule("trainer.accumulate_grad_batches", _int(1), "an integer >= 1"),
+    Rule("trainer.val_check_interval", _val_interval, "an integer >= 1 (batches) or a fraction in (0, 1]",
+         nullable=True),
+    Rule("trainer.limit_val_batches", _limit, "an integer >= 0 or a fraction in [0, 1]"),
+    Rule("trainer.gradient_clip_val", _number(0), "a number >= 0", nullable=True),
+    Rule("trainer.log_every_n_steps", _int(1), "an integer >= 1"),
+    Rule("trainer.num_sanity_val_steps", _int(-1), "an integer >= -1"),
+    Rule("trainer.precision", _choice(*PRECISIONS), "one of " + ", ".join(str(p) for p in PRECISIONS[:9])),
+    Rule("optimizer.lr", _number(0, low_open=True), "a number > 0 (or null: the strategy's default)", nullable=True),
+    Rule("optimizer.lr_scale", _number(0, low_open=True), "a number > 0"),
+    Rule("optimizer.weight_decay", _number(0), "a number >= 0"),
+    Rule("optimizer.warmup_ratio", _number(0, 1, high_open=True), "a number in [0, 1)"),
+    Rule("optimizer.schedule", _choice("linear", "cosine", "constant"), "linear, cosine or constant"),
+    Rule("peft.lr", _number(0, low_open=True), "a number > 0", nullable=True),
+    Rule("peft.r", _int(1), "an integer >= 1"),
+    Rule("peft.alpha", _number(0, low_open=True), "a number > 0"),
+    Rule("peft.dropout", _number(0, 1, high_open=True), "a number in [0, 1)"),
+    Rule("peft.num_virtual_tokens", _int(1), "an integer >= 1"),
+    Rule("peft.init", _choice("SAMPLE_VOCAB", "RANDOM", "TEXT"), "SAMPLE_VOCAB, RANDOM or TEXT"),
+    Rule("eval.split", _choice(*SPLITS), "train, validation or test"),
+    Rule("eval.base", _bool, "true or false"),
+    Rule("eval.tuned", _bool, "true or false"),
+    Rule("eval.max_new_tokens", _int(1), "an integer >= 1"),
+    Rule("eval.batch_size", _int(1), "an integer >= 1"),
+    Rule("eval.max_examples", _int(1), "an integer >= 1 (or null: the whole split)", nullable=True),
+    Rule("eval.samples", _int(0), "an integer >= 0"),
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first setting outside its rule (keys a config lacks are skipped:
+    not every strategy has ``peft.r``)."""
+    from instructune.data.prompts import STYLE_NAMES
+
+    rules = (*RULES, Rule("data.prompt.style", _choice(*STYLE_NAMES), " | ".join(STYLE_NAMES)))
+    for rule in rules:
+        value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT or (value is None and rule.nullable):
+            continue
+        if not rule.ok(value):
+            raise ConfigError(f"{rule.key}={_show(value)}: must be {rule.allowed}")
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("max_steps") == -1 and trainer.get("max_epochs") in (None, -1):
+        raise ConfigError("trainer.max_steps=-1 with trainer.max_epochs="
+                          f"{_show(trainer.get('max_epochs'))}: training would never end; set trainer.max_steps "
+                          ">= 1 or trainer.max_epochs >= 1")
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,146 @@
+"""The run folder, written and read in one place: what ``train`` leaves behind and what ``cli``,
+``sweep_report`` and the studies read back.
+
+    <run>/config.yaml          resolved config (config.resumed.yaml when a resumed run finds one)
+    <run>/summary.json         status, config digest, versions, scores, throughput (summary.failed.json
+                               when a resumed attempt fails over an earlier successful summary)
+    <run>/predictions.jsonl    one line per evaluated example, base and tuned generations
+    <run>/model/               adapter or full model + tokenizer + prompt style + instructune.json
+    <run>/checkpoints/         last.ckpt (resume with ckpt_path=last)
+    <run>/.hydra/              Hydra's composed config and the command-line overrides
+    <sweep>/<n>_<overrides>/   one such run folder per job of a multirun
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from instructune.env import redact
+
+if TYPE_CHECKING:  # the readers of summaries (sweep reports) need neither torch nor transformers
+    from torch import nn
+
+    from instructune.data.prompts import PromptStyle
+
+CONFIG_FILE = "config.yaml"
+RESUMED_CONFIG_FILE = "config.resumed.yaml"
+SUMMARY_FILE = "summary.json"
+FAILED_SUMMARY_FILE = "summary.failed.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+META_FILE = "instructune.json"
+
+
+class RunFolder:
+    """Writes one run's files. A run resumed in a folder that already holds a config or a summary
+    keeps them until it succeeds: nothing an earlier attempt wrote is lost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._had_config = (path / CONFIG_FILE).exists()
+        self._had_summary = (path / SUMMARY_FILE).exists()
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    def write_config(self, yaml_text: str) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        out = self.path / (RESUMED_CONFIG_FILE if self._had_config else CONFIG_FILE)
+        out.write_text(redact(yaml_text))
+        return out
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        failed_over_earlier = summary.get("status") != "ok" and self._had_summary
+        out = self.path / (FAILED_SUMMARY_FILE if failed_over_earlier else SUMMARY_FILE)
+        out.write_text(redact(json.dumps(summary, indent=2, default=str)) + "\n")
+        return out
+
+    def export(self, model: nn.Module, tokenizer: Any, prompt_style: PromptStyle, meta: dict[str, Any]) -> Path:
+        """Hugging Face format (adapter only for peft strategies, else the whole model), the tokenizer,
+        the prompt style and ``instructune.json`` (base model, architecture, strategy): all that
+        ``load_tuned`` needs to answer an instruction exactly as the run was trained."""
+        folder = self.model_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        prompt_style.save(folder)
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+
+def job_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides a run was launched with (Hydra's ``.hydra/overrides.yaml``), less
+    Hydra's own settings: what distinguishes the jobs of a sweep."""
+    import yaml
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
+    return [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a multirun, in job order (``0_...``, ``1_...``, ... ``10_...``)."""
+
+    def order(p: Path) -> tuple[int, str]:
+        head = p.name.split("_")[0]
+        return (int(head) if head.isdigit() else 1 << 30, p.name)
+
+    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=order)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``summary.json``, or None when the run never got far enough to write one."""
+    path = run_dir / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class TunedModel:
+    model: nn.Module
+    tokenizer: Any
+    prompt_style: PromptStyle
+    architecture: str
+    meta: dict[str, Any]
+
+
+def model_folder(path: str | Path) -> Path:
+    """Accept a run folder or its ``model/`` folder."""
+    from instructune.models.loading import ModelError
+
+    path = Path(path)
+    for candidate in (path, path / MODEL_DIR):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    raise ModelError(f"{path}: no {META_FILE} here or in {path / MODEL_DIR}; is this an instructune run folder?")
+
+
+def load_tuned(path: str | Path) -> TunedModel:
+    """What ``export`` wrote, ready to generate: base + adapter, or the full model."""
+    from instructune.data.prompts import PromptStyle
+    from instructune.data.tokenizer import load_tokenizer
+    from instructune.models.loading import load_model
+
+    folder = model_folder(path)
+    meta = json.loads((folder / META_FILE).read_text())
+    architecture = meta["architecture"]
+    if meta["adapter_only"]:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(meta["base_model"], architecture), folder)
+    else:
+        model = load_model(str(folder), architecture)
+    model.eval()
+    return TunedModel(model, load_tokenizer(str(folder)), PromptStyle.load(folder), architecture, meta)
