@@ -126,14 +126,15 @@ def untrained_val_loss(*overrides: str) -> float:
     """``val/loss`` of the configuration's model before any training step: the base with its strategy
     applied, on the same validation batches the run scores (the bar a tuned run must clear)."""
     import lightning as L
+    from hydra.utils import instantiate
 
-    from instructune.train import build, build_parts
+    from instructune.train import build_parts
 
     cfg = compose_train_config(*overrides)
     L.seed_everything(cfg.seed, verbose=False)
-    parts = build_parts(cfg)
+    parts = build_parts(cfg)  # the run's own tokenizer, data module and model
     model = parts.strategy.apply(parts.model, cfg.model.architecture)
-    module = build(cfg.module, "module", model=model, optimizer=parts.optimizer)
+    module = instantiate(cfg.module, model=model, optimizer=parts.optimizer)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     [metrics] = trainer.validate(module, datamodule=parts.data, verbose=False)

@@ -26,7 +26,9 @@ def _examples():
 
 def test_pack_rows_best_fit_decreasing():
     assert pack_rows([5, 3, 4, 2, 1], width=6) == [[0, 4], [2, 3], [1]]
-    assert sorted(i for row in pack_rows([7, 1, 1, 6, 2, 3], width=8) for i in row) == [0, 1, 2, 3, 4, 5]
+    # longest first, each into the fullest row it fits: 7 and 6 open rows, 3 fits neither (free 1, 2) and
+    # opens a third; 2 fills the 6's row, the first 1 the 7's, the second 1 joins the 3
+    assert pack_rows([7, 1, 1, 6, 2, 3], width=8) == [[0, 1], [3, 4], [5, 2]]
     with pytest.raises(ValueError, match="more than the packing width"):
         pack_rows([9], width=8)
 
@@ -70,7 +72,7 @@ def test_packed_per_example_loss_equals_unpacked(tiny_dirs, family):
         batch = CausalCollator(pad_id=EOS, masking=True)([e])
         per_example.append(module.token_loss(module(batch), batch["labels"])[0].item())
     rows = pack_rows([len(e.input_ids) - 1 for e in examples], width=24)
-    assert len(rows) < len(examples)  # several documents really share a row
+    assert rows == [[2, 0, 3], [4, 1]]  # 12 + 9 + 3 and 7 + 5 positions: several documents really share a row
     packed_examples = ExampleBatch(examples[i] for row in rows for i in row)
     packed_examples.row_sizes = [len(row) for row in rows]
     packed = PackedCausalCollator(pad_id=EOS, masking=True)(packed_examples)
@@ -99,7 +101,45 @@ def test_sampler_is_seeded_by_epoch_and_covers_every_example_once():
     assert sorted(i for b in first for i in b) == list(range(40)) and len(first) == len(sampler) == 7
     assert [list(b) for b in sampler] == first
     sampler.set_epoch(1)
-    assert [list(b) for b in sampler] != first
+    second = [list(b) for b in sampler]
+    assert second != first and sorted(i for b in second for i in b) == list(range(40))
+
+
+class _RecordBatches(L.LightningModule):
+    """Records the input ids of every training batch, by epoch; learns nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.fed: dict[int, list] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.fed.setdefault(self.current_epoch, []).append(batch["input_ids"].tolist())
+        return self.w.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_each_epoch_of_a_fit_draws_its_own_order(word_tokenizer):
+    """README: the data order is seeded by epoch. What a fit feeds in epoch e is the sampler's order for e."""
+    from instructune.data.datamodule import InstructionDataModule
+    from instructune.data.records import InlineSource
+
+    records = [{"instruction": f"q {w}", "input": "", "output": w} for w in ("paris", "hello", "hi", "france", "x", "y")]
+    data = InstructionDataModule(InlineSource({"train": records, "validation": records[:1]}), word_tokenizer,
+                                 {"style": "custom", "template": "{instruction} :"}, batch_size=2, seed=0)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    expected = {}
+    for epoch in (0, 1):
+        loader.batch_sampler.set_epoch(epoch)
+        expected[epoch] = [b["input_ids"].tolist() for b in loader]
+    assert expected[0] != expected[1]
+    module = _RecordBatches()
+    L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, limit_val_batches=0,
+              enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=data)
+    assert module.fed == expected
 
 
 def test_length_grouping_cuts_padding():
@@ -167,9 +207,10 @@ def _first_step_gradient(tiny_dirs, batch_size: int, accumulate: int) -> torch.T
                         accumulate_grad_batches=accumulate, limit_val_batches=0, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[probe])
     trainer.fit(module, datamodule=data)
-    if accumulate > 1:  # the micro-batches really differ in loss tokens
-        counts = [int((b["labels"] != X).sum()) for b in data.train_dataloader()]
-        assert len(set(counts[:accumulate])) > 1
+    if accumulate > 1:  # the micro-batches really differ in loss tokens (answer + EOS: 2, 3, 5 and 9)
+        batches = list(data.train_dataloader())
+        assert [int((b["labels"] != X).sum()) for b in batches] == [5, 14]
+        assert [int(b["loss_tokens_in_step"]) for b in batches] == [19, 19]
     return probe.grad
 
 

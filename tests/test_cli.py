@@ -1,4 +1,5 @@
-"""`instructune generate` and `instructune merge` on a real (tiny) run folder."""
+"""`instructune generate`, `merge` and `evaluate` on a real (tiny) run folder: the run is trained in
+this process (conftest.train_in_process); the commands run as the user types them, in a subprocess."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from conftest import REPO
-from test_train_entry import train
+from conftest import REPO, train_in_process
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("lora-run")
-    assert train("logger=none", "trainer.max_steps=40", "trainer.val_check_interval=40",
-                 "data.source.max_train_records=240", "eval.base=false", "eval.max_examples=6",
-                 "eval.max_new_tokens=12", "checkpoint=none", f"hydra.run.dir={run}").returncode == 0
+    assert train_in_process("logger=none", "trainer.max_steps=40", "trainer.val_check_interval=40",
+                            "data.source.max_train_records=240", "eval.base=false", "eval.max_examples=6",
+                            "eval.max_new_tokens=12", "checkpoint=none", f"hydra.run.dir={run}").returncode == 0
     return run
 
 
@@ -46,11 +47,17 @@ def test_merge_gives_a_plain_model_with_the_same_answers(lora_run, tmp_path):
     from instructune.data.prompts import PromptStyle
     from instructune.data.tokenizer import load_tokenizer
     from instructune.eval.generate import generate
+    from instructune.world.source import WORLD_GPT2
 
     out = tmp_path / "merged"
     assert _cli("merge", str(lora_run), str(out)).returncode == 0
+    merged = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    base = dict(AutoModelForCausalLM.from_pretrained(WORLD_GPT2).named_parameters())
+    # exactly the base model's tensors, no adapter left; LoRA folded into the 4 c_attn weights and nothing else
+    assert list(merged) == list(base)
+    assert {n for n, p in merged.items() if not torch.equal(p, base[n])} == {
+        f"transformer.h.{i}.attn.c_attn.weight" for i in range(4)}
     merged = AutoModelForCausalLM.from_pretrained(out)
-    assert not any("lora" in n for n, _ in merged.named_parameters())
     predictions = [json.loads(line) for line in (lora_run / "predictions.jsonl").read_text().splitlines()]
     style = PromptStyle.load(out)
     answers = generate(merged, load_tokenizer(str(out)), [style.format(p["instruction"], p["input"]) for p in predictions],

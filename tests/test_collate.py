@@ -53,8 +53,10 @@ def test_tokenize_keeps_the_seam_truncates_from_the_right_and_drops_empty_respon
 
 
 def test_seq2seq_tokenize(word_tokenizer):
-    examples, _ = tokenize_pairs(["say hi"], ["hello"], word_tokenizer, 16, architecture="seq2seq")
-    assert examples[0].input_ids == [11, 12] and examples[0].labels == [13, 0]
+    examples, stats = tokenize_pairs(["say hi"], ["hello"], word_tokenizer, 16, architecture="seq2seq")
+    # the prompt feeds the encoder whole; the response and its EOS are the decoder's labels
+    assert examples == [TokenizedExample([11, 12], 2, [13, 0])]
+    assert (stats.kept, stats.dropped_empty_response, stats.truncated) == (1, 0, 0)
 
 
 def test_pretraining_blocks_target_every_token():

@@ -1,4 +1,5 @@
-"""A real 2-process DDP job (gloo, CPU) through train.py, against one process at twice the batch."""
+"""A real 2-process DDP job (gloo, CPU) through train.py (a subprocess: Lightning starts the second
+process by re-running the command line), against one process at twice the batch (run in-process)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 
 import pytest
 
+from conftest import train_in_process
 from test_train_entry import train
 
 SETTINGS = ["peft=full", "trainer.max_steps=10", "trainer.val_check_interval=10", "data.source.max_train_records=160",
@@ -17,7 +19,7 @@ SETTINGS = ["peft=full", "trainer.max_steps=10", "trainer.val_check_interval=10"
 def test_two_process_ddp_matches_one_process_at_twice_the_batch(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     assert train("trainer=ddp_cpu", "data.batch_size=8", *SETTINGS, f"hydra.run.dir={tmp_path / 'ddp'}", env=env).returncode == 0
-    assert train("data.batch_size=16", "logger=csv", *SETTINGS, f"hydra.run.dir={tmp_path / 'one'}").returncode == 0
+    assert train_in_process("data.batch_size=16", "logger=csv", *SETTINGS, f"hydra.run.dir={tmp_path / 'one'}").returncode == 0
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert ddp["status"] == "ok" and ddp["steps"] == one["steps"] == 10

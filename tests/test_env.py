@@ -8,10 +8,10 @@ def test_dotenv_is_loaded_without_overriding_the_environment(tmp_path, monkeypat
     monkeypatch.delenv("INSTRUCTUNE_TEST_NEW", raising=False)
     env_file = tmp_path / ".env"
     env_file.write_text("INSTRUCTUNE_TEST_NEW=from-file\nINSTRUCTUNE_TEST_KEPT=from-file\n")
-    assert load_dotenv_file(env_file)
+    assert load_dotenv_file(env_file) is True
     assert os.environ["INSTRUCTUNE_TEST_NEW"] == "from-file" and os.environ["INSTRUCTUNE_TEST_KEPT"] == "from-env"
     monkeypatch.delenv("INSTRUCTUNE_TEST_NEW")
-    assert not load_dotenv_file(tmp_path / "absent.env")
+    assert load_dotenv_file(tmp_path / "absent.env") is False
 
 
 def test_wandb_goes_offline_without_a_key_and_secrets_are_redacted(monkeypatch):

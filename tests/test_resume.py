@@ -1,5 +1,6 @@
 """Kill a run with SIGKILL after a checkpoint, resume it with ckpt_path=last, and get the same
-losses as an uninterrupted run with the same seed."""
+losses as an uninterrupted run with the same seed. The killed run is a real subprocess; the
+uninterrupted and the resumed runs go through train.py in this process (conftest.train_in_process)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO
-from test_train_entry import train
+from conftest import REPO, train_in_process
 
 # 64 records at batch 16: 4 steps an epoch, a checkpoint at every epoch end, 40 steps in all
 SETTINGS = ["logger=none", "data.source.max_train_records=64", "data.batch_size=16", "trainer.max_steps=40",
@@ -36,16 +36,16 @@ def _kill_after_first_checkpoint(run_dir, overrides):
 @pytest.mark.parametrize("peft", ["full", "lora"])
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peft):
     overrides = [f"peft={peft}", *SETTINGS]
-    assert train(*overrides, f"hydra.run.dir={tmp_path / 'straight'}").returncode == 0
+    assert train_in_process(*overrides, f"hydra.run.dir={tmp_path / 'straight'}").returncode == 0
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
 
     interrupted = tmp_path / "interrupted"
     assert _kill_after_first_checkpoint(interrupted, overrides) == -signal.SIGKILL
     assert not (interrupted / "summary.json").exists()  # it really died before finishing
     killed_at = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 0 < killed_at < 40
+    assert killed_at in range(4, 40, 4)  # at an epoch end (4 steps an epoch), before the last step
 
-    assert train(*overrides, "ckpt_path=last", f"hydra.run.dir={interrupted}").returncode == 0
+    assert train_in_process(*overrides, "ckpt_path=last", f"hydra.run.dir={interrupted}").returncode == 0
     resumed = json.loads((interrupted / "summary.json").read_text())
     assert resumed["steps"] == straight["steps"] == 40
     for key in ("train/loss", "val/loss"):
@@ -53,12 +53,33 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peft):
 
 
 def test_peft_checkpoints_hold_only_trainable_tensors(tmp_path):
-    assert train("peft=lora", *SETTINGS[:-4], "trainer.max_steps=4", "trainer.val_check_interval=4",
-                 "eval.base=false", "eval.tuned=false", "export=false", f"hydra.run.dir={tmp_path}").returncode == 0
+    assert train_in_process("peft=lora", *SETTINGS[:-4], "trainer.max_steps=4", "trainer.val_check_interval=4",
+                            "eval.base=false", "eval.tuned=false", "export=false", f"hydra.run.dir={tmp_path}").returncode == 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    keys = set(ckpt["state_dict"])
-    assert keys and all(".lora_" in k for k in keys) and len(keys) == 8  # A and B in 4 layers
+    # LoRA's A and B in the 4 layers' c_attn, and not one tensor of the frozen base
+    assert sorted(ckpt["state_dict"]) == [f"model.base_model.model.transformer.h.{i}.attn.c_attn.lora_{ab}.default.weight"
+                                          for i in range(4) for ab in "AB"]
     assert sum(v.numel() for v in ckpt["state_dict"].values()) == 16384
     assert {"optimizer_states", "lr_schedulers", "loops", "instructune_rng"} <= set(ckpt)
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert files == ["epoch=0-step=4.ckpt", "last.ckpt"]  # the latest only; no temporary file left behind
+
+
+@pytest.mark.parametrize("peft", ["lora", "full"])
+def test_checkpoint_state_is_the_trainable_tensors_and_the_rng(tiny_dirs, peft):
+    """The module's checkpoint hook (the unit under the run above): a peft checkpoint keeps the adapter
+    alone, a full fine-tuning checkpoint everything; both carry the torch RNG state."""
+    from instructune.models.loading import load_model
+    from instructune.models.module import InstructionTuningModule
+    from instructune.models.strategies import STRATEGIES
+
+    module = InstructionTuningModule(STRATEGIES[peft]().apply(load_model(str(tiny_dirs["gpt2"])), "causal"), "causal")
+    checkpoint = {"state_dict": module.state_dict()}
+    everything = sorted(checkpoint["state_dict"])
+    module.on_save_checkpoint(checkpoint)
+    if peft == "lora":  # A and B of c_attn in the tiny GPT-2's 2 layers
+        assert sorted(checkpoint["state_dict"]) == [
+            f"model.base_model.model.transformer.h.{i}.attn.c_attn.lora_{ab}.default.weight" for i in range(2) for ab in "AB"]
+    else:
+        assert sorted(checkpoint["state_dict"]) == everything
+    assert torch.equal(checkpoint["instructune_rng"], torch.get_rng_state())

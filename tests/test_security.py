@@ -18,14 +18,19 @@ def test_planted_keys_never_reach_the_run_folder(tmp_path):
     proc = train(*TINY, "trainer.max_steps=4", "trainer.val_check_interval=4", f"hydra.run.dir={tmp_path}", env=env)
     assert proc.returncode == 0
     assert FAKE_WANDB_KEY not in proc.stdout + proc.stderr and FAKE_HF_TOKEN not in proc.stdout + proc.stderr
-    scanned = 0
+    scanned = set()
     for path in tmp_path.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            scanned += 1
+            scanned.add(path.relative_to(tmp_path).as_posix())
             assert FAKE_WANDB_KEY.encode() not in data, path
             assert FAKE_HF_TOKEN.encode() not in data, path
-    assert scanned > 10  # summary, configs, logs, W&B offline files, checkpoint, model
+    # every kind of file a run writes was scanned: summary, configs, logs, W&B offline files, checkpoint, model
+    assert {"summary.json", "config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
+            "train.log", "predictions.jsonl", "checkpoints/last.ckpt", "csv/version_0/metrics.csv",
+            "csv/version_0/hparams.yaml", "model/adapter_config.json", "model/adapter_model.safetensors",
+            "model/instructune.json", "model/prompt_style.json", "wandb/debug.log"} <= scanned
+    assert len([p for p in scanned if p.startswith("wandb/offline-run-") and p.endswith(".wandb")]) == 1
 
 
 def test_remote_code_is_off_in_every_model_config():

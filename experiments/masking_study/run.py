@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from instructune.sweep_plots import percent_errors, pyplot, score_axis
 from instructune.sweep_report import Row, collect, format_stat, mean_ci, save_figure, write_report
 
 HERE = Path(__file__).resolve().parent
@@ -63,25 +65,30 @@ def _paired_difference(a: Row, b: Row, path: str) -> tuple[float, float, int] | 
     return mean_ci(diffs) if diffs else None
 
 
-def plot(points: list[tuple[str, float, float, float, float]], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def figure(points: list[tuple[str, float, float, float, float]]) -> Any:
+    """Bars of exact match, masked beside unmasked, per setting; the score axis from 0 to at most 100%
+    and the 95% CI bars cut at 0 and 100 (a t interval over 3 seeds can cross either)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = range(len(points))
-    clean = lambda v: 0 if v != v else 100 * v  # noqa: E731  (nan CI half-width -> no bar)
-    ax.bar([i - 0.2 for i in x], [100 * p[1] for p in points], 0.4, yerr=[clean(p[2]) for p in points], capsize=3,
+    masked = percent_errors([p[1] for p in points], [p[2] for p in points])
+    unmasked = percent_errors([p[3] for p in points], [p[4] for p in points])
+    ax.bar([i - 0.2 for i in x], [100 * p[1] for p in points], 0.4, yerr=masked, capsize=3,
            label="masking=true (response-only loss)", color="#4c72b0")
-    ax.bar([i + 0.2 for i in x], [100 * p[3] for p in points], 0.4, yerr=[clean(p[4]) for p in points], capsize=3,
+    ax.bar([i + 0.2 for i in x], [100 * p[3] for p in points], 0.4, yerr=unmasked, capsize=3,
            label="masking=false (loss on prompt too)", color="#dd8452")
     ax.set_xticks(list(x), [p[0] for p in points], fontsize=7)
+    tops = [100 * p[1] + u for p, u in zip(points, masked[1])] + [100 * p[3] + u for p, u in zip(points, unmasked[1])]
+    score_axis(ax, max(tops, default=0.0))
     ax.set_ylabel("tuned exact match, test (%)")
     ax.set_title("Masking study on the embedded world (mean ± 95% CI over 3 seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out / "masking_effect.png")
+    return fig
+
+
+def plot(points: list[tuple[str, float, float, float, float]], out: Path) -> Path:
+    return save_figure(figure(points), out / "masking_effect.png")
 
 
 def main() -> None:

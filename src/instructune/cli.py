@@ -23,9 +23,9 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _merge(args: argparse.Namespace) -> None:
     """LoRA / IA3 adapters folded into the base weights: a plain Hugging Face model folder."""
-    from instructune.run_folder import load_tuned
     from instructune.models.loading import ModelError
     from instructune.models.strategies import STRATEGIES
+    from instructune.run_folder import load_tuned, save_model_folder
 
     tuned = load_tuned(args.run)
     if not tuned.meta["adapter_only"]:
@@ -36,15 +36,15 @@ def _merge(args: argparse.Namespace) -> None:
             else "cannot be merged into the base weights"
         raise ModelError(f"{args.run}: peft={tuned.meta['peft']} {why}")
     merged = tuned.model.merge_and_unload()
-    args.out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(args.out)
-    tuned.tokenizer.save_pretrained(args.out)
-    tuned.prompt_style.save(args.out)
-    print(f"merged model saved to {args.out}")
+    meta = {"base_model": None, "architecture": tuned.architecture, "peft": tuned.meta["peft"],
+            "adapter_only": False, "merged": True}
+    save_model_folder(args.out, merged, tuned.tokenizer, tuned.prompt_style, meta)
+    print(f"merged model saved to {args.out} (instructune generate / evaluate read it like a run folder)")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    """Score a tuned run on the test split of any data config (Hydra overrides), without training."""
+    """Score a tuned run without training: on a file (``--data``, the whole file by default) or on a
+    data config's split (Hydra overrides, the test split by default). Never overwrites a result."""
     import json
 
     from hydra import compose, initialize_config_module
@@ -53,24 +53,43 @@ def _evaluate(args: argparse.Namespace) -> None:
     from instructune.entry import CONFIG_NAME, CONFIG_PATH, register_resolvers
     from instructune.eval.split_evaluation import SplitEvaluation
     from instructune.run_folder import load_tuned
-    from instructune.train import build
+    from instructune.instantiate import build
 
+    overrides = list(args.overrides)
+    split = args.split
+    if args.data is not None:
+        overrides = ["data=json", f"data.path={args.data}", *overrides]
+        if split in (None, "all"):  # the whole file, as one split
+            overrides += ["data.source.splits.train=0", "data.source.splits.validation=0",
+                          "data.source.splits.test=1"]
     register_resolvers()
     with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=args.overrides)
+        cfg = compose(CONFIG_NAME, overrides=overrides)
+    scored_split = "test" if split in (None, "all") and args.data is not None else split or cfg.eval.split
     tuned = load_tuned(args.run)
     data = build(cfg.data, "data", drop=("name", "path"), tokenizer=tuned.tokenizer, prompt=tuned.prompt_style,
                  architecture=tuned.architecture, packing=False, group_by_length=False)
     data.setup("test")
-    evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, cfg.eval.split,
-                                     cfg.eval.max_examples, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, scored_split, cfg.eval.max_examples,
+                                 cfg.eval.max_new_tokens, cfg.eval.batch_size)
     scores = evaluation.run(tuned.model, "tuned")
+    name = Path(args.data).stem if args.data is not None else cfg.data.name
+    label = "all" if args.data is not None and split in (None, "all") else scored_split
     if scores is None:
-        raise DataError(f"data={cfg.data.name}: the {cfg.eval.split} split is empty")
-    out = args.out or Path(args.run) / f"eval_{cfg.data.name}.json"
-    out.write_text(json.dumps({"data": cfg.data.name, "split": cfg.eval.split, "scores": scores}, indent=2) + "\n")
+        raise DataError(f"{args.data or 'data=' + cfg.data.name}: the {label} split is empty")
+    out = _free_path(args.out or Path(args.run) / f"eval_{name}_{label}.json")
+    out.write_text(json.dumps({"data": args.data or cfg.data.name, "split": label, "overrides": args.overrides,
+                               "scores": scores}, indent=2) + "\n")
     print(f"exact match {100 * scores['all']:.1f}% on {scores['n']} examples "
           f"(ROUGE-L {100 * scores['rougeL/all']:.1f}%); written to {out}")
+
+
+def _free_path(path: Path) -> Path:
+    """``path``, or ``name-2.json``, ``name-3.json`` ... when it exists: earlier results are kept."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
 
 
 def _train(overrides: list[str]) -> None:
@@ -114,14 +133,21 @@ def main(argv: list[str] | None = None) -> None:
     merge = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model")
     merge.add_argument("run", type=Path)
     merge.add_argument("out", type=Path)
-    evaluate = sub.add_parser("evaluate", help="score a run on a data config's test split, without training")
+    evaluate = sub.add_parser("evaluate", help="score a run on a file or a data config's split, without training")
     evaluate.add_argument("run", type=Path)
-    evaluate.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=json data.path=my.json")
+    evaluate.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=alpaca eval.max_examples=500")
+    evaluate.add_argument("--data", default=None, help="a JSON / JSONL / CSV / Parquet file (or hub dataset) to score")
+    evaluate.add_argument("--split", choices=["train", "validation", "test", "all"], default=None,
+                          help="default: the whole --data file, else the config's eval.split (test)")
     evaluate.add_argument("--out", type=Path, default=None)
     report = sub.add_parser("report", help="summarise a multirun folder into report.md and PNG plots")
     report.add_argument("sweep", type=Path, help="the sweep folder (outputs/<task>/multiruns/<time>)")
     report.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep folder)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "evaluate" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # overrides after an option (`--data f.json eval.max_examples=50`)
+    elif extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report}[args.command](args)
     except (DataError, ModelError, PromptStyleError, FileNotFoundError) as e:

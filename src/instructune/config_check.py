@@ -95,7 +95,8 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.gradient_clip_val", _number(0), "a number >= 0", nullable=True),
     Rule("trainer.log_every_n_steps", _int(1), "an integer >= 1"),
     Rule("trainer.num_sanity_val_steps", _int(-1), "an integer >= -1"),
-    Rule("trainer.precision", _choice(*PRECISIONS), "one of " + ", ".join(str(p) for p in PRECISIONS[:9])),
+    Rule("trainer.precision", _choice(*PRECISIONS), "one of 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, "
+         "64-true (Lightning's precision names)"),
     Rule("optimizer.lr", _number(0, low_open=True), "a number > 0 (or null: the strategy's default)", nullable=True),
     Rule("optimizer.lr_scale", _number(0, low_open=True), "a number > 0"),
     Rule("optimizer.weight_decay", _number(0), "a number >= 0"),

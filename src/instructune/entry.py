@@ -36,9 +36,23 @@ def _asset(name: str) -> str:
     return str(path)
 
 
+def flat_name(text: str, limit: int = 200) -> str:
+    """A sweep job's folder name from its overrides: one flat, portable path component (a value like
+    ``data.path=a/x.json`` must not nest folders); long names keep a hash so they stay unique."""
+    import hashlib
+    import re
+
+    flat = re.sub(r"[^A-Za-z0-9._=,+@-]", "-", text)
+    if len(flat) > limit:
+        flat = flat[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return flat
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("instructune.asset"):
         OmegaConf.register_new_resolver("instructune.asset", _asset)
+    if not OmegaConf.has_resolver("instructune.flat"):
+        OmegaConf.register_new_resolver("instructune.flat", flat_name)
 
 
 def prepare() -> None:
@@ -58,16 +72,18 @@ def _spawns_processes(cfg: DictConfig) -> bool:
 def main_job(cfg: DictConfig) -> float | None:
     """One Hydra job. Known bad input ends a single run with one line on stderr and exit status 1.
 
-    In a sweep the error is raised instead: Hydra records it for this job and runs the others
-    (a SystemExit would end the whole sweep); ``summary.json`` of the job says failed and why.
+    In a sweep a failed job (whatever the error) is one line and the others still run; the sweep's
+    exit status and its list of failures come from ``sweep_outcome.SweepOutcome`` at the end.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from instructune.sweep_outcome import report_failed_job
     from instructune.train import ConfigError, run
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN and _spawns_processes(cfg) and "SLURM_JOB_ID" not in os.environ:
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweeping and _spawns_processes(cfg) and "SLURM_JOB_ID" not in os.environ:
         sys.exit(
             "error: multi-process training (trainer.strategy DDP/FSDP/DeepSpeed) cannot run inside a local -m sweep: "
             "Lightning starts the extra processes by re-running the command line, which would re-run the sweep. "
@@ -75,14 +91,17 @@ def main_job(cfg: DictConfig) -> float | None:
             "hydra/launcher=slurm, where SLURM starts one task per device."
         )
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    group = Path(hydra_cfg.sweep.dir).name if sweeping else None
     try:
         summary = run(cfg, output_dir, sweep_group=group)
-    except (*USER_ERRORS, ConfigError) as e:
-        log.error("%s", e)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise
-        sys.exit(f"error: {e}")
+    except Exception as e:
+        if sweeping:  # summary.json of the job already says failed and why
+            report_failed_job(hydra_cfg.job.num, hydra_cfg.job.override_dirname, e)
+            return None
+        if isinstance(e, (*USER_ERRORS, ConfigError)):
+            log.error("%s", e)
+            sys.exit(f"error: {e}")
+        raise
     tuned = (summary.get("eval") or {}).get("tuned") or {}
     return tuned.get("all")
 
@@ -98,4 +117,15 @@ def train_app(before_job: Callable[[], None] | None = None) -> None:
         return main_job(cfg)
 
     prepare()
+    from instructune.resume import resume, resume_request
+
+    try:
+        request = resume_request(sys.argv[1:])
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if request is not None:  # `resume=<run>`: the run's own config, not a fresh composition
+        if before_job is not None:
+            before_job()
+        resume(*request)
+        return
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(job)()

@@ -6,11 +6,16 @@ import logging
 import os
 from pathlib import Path
 
+from instructune.wandb_mode import DEFAULT_TIMEOUT_S, WandbModeError, resolve_wandb_mode
+
 log = logging.getLogger(__name__)
 
 # The secrets among the variables .env.example lists: their values are replaced by *** in everything
 # written to a run folder (config.yaml, summary.json).
 SECRET_VARIABLES = ("WANDB_API_KEY", "HF_TOKEN")
+
+__all__ = ["SECRET_VARIABLES", "WandbModeError", "configure_wandb_mode", "load_dotenv_file", "redact",
+           "resolve_wandb_mode"]
 
 
 def load_dotenv_file(path: str | Path = ".env") -> bool:
@@ -20,13 +25,11 @@ def load_dotenv_file(path: str | Path = ".env") -> bool:
     return bool(Path(path).is_file() and load_dotenv(path, override=False))
 
 
-def configure_wandb_mode() -> str:
-    """Without a key (and no explicit ``WANDB_MODE``), W&B runs offline: no login prompt, no network
-    wait. Returns the mode in force."""
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return os.environ["WANDB_MODE"] if "WANDB_MODE" in os.environ else "online"
+def configure_wandb_mode(timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Settle ``WANDB_MODE`` before any work and return the mode in force: offline without a key, a
+    one-line ``WandbModeError`` for online without a key, offline (one warning) when the W&B server
+    does not answer within ``timeout_s``. See ``instructune.wandb_mode.resolve_wandb_mode``."""
+    return resolve_wandb_mode(timeout_s)
 
 
 def redact(text: str) -> str:

@@ -22,6 +22,11 @@ def format_run_table(result: dict[str, Any]) -> str:
         f"trainable parameters: {params['trainable']:,} of {params['total']:,} "
         f"({100 * params['trainable_fraction']:.2f}%), {result['steps']} steps in {result['fit_seconds']:.1f}s",
     ]
+    lengths = result.get("lengths") or {}
+    cut, dropped = (sum((lengths.get(k) or {}).values()) for k in ("truncated", "dropped"))
+    if cut or dropped:
+        lines.append(f"records over max_seq_length={lengths['max_seq_length']}: {cut} truncated, {dropped} dropped "
+                     f"(data.overlength={lengths['overlength']}; per split in summary.json)")
     if base or tuned:
         n = (tuned or base or {}).get("n", 0)
         lines += ["", f"exact match on the test split ({n} examples)",

@@ -72,13 +72,21 @@ class RunFolder:
         """Hugging Face format (adapter only for peft strategies, else the whole model), the tokenizer,
         the prompt style and ``instructune.json`` (base model, architecture, strategy): all that
         ``load_tuned`` needs to answer an instruction exactly as the run was trained."""
-        folder = self.model_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        prompt_style.save(folder)
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+        return save_model_folder(self.model_dir, model, tokenizer, prompt_style, meta)
+
+
+def save_model_folder(folder: Path, model: nn.Module, tokenizer: Any, prompt_style: PromptStyle,
+                      meta: dict[str, Any]) -> Path:
+    """A model folder ``load_tuned`` reads: a run's ``model/`` or a merged model. ``meta['base_model']``
+    (of an adapter) is written as a portable reference (``base_reference``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    prompt_style.save(folder)
+    if meta.get("base_model"):
+        meta = {**meta, "base_model": base_reference(meta["base_model"], folder)}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
 
 
 def job_overrides(run_dir: Path) -> list[str]:
@@ -99,6 +107,35 @@ def sweep_jobs(sweep_dir: Path) -> list[Path]:
         return (int(head) if head.isdigit() else 1 << 30, p.name)
 
     return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=order)
+
+
+ASSET_PREFIX = "asset:"
+
+
+def base_reference(name_or_path: str, model_dir: Path) -> str:
+    """How ``instructune.json`` names the base model so that a copied run folder still loads: an
+    embedded base by its asset name, a local folder relative to the model folder, a hub name as is."""
+    import os
+
+    from instructune.world.source import ASSETS
+
+    local = Path(name_or_path).expanduser()
+    if not local.is_dir():
+        return name_or_path
+    local = local.resolve()
+    if local.is_relative_to(ASSETS.resolve()):
+        return ASSET_PREFIX + local.relative_to(ASSETS.resolve()).as_posix()
+    return os.path.relpath(local, model_dir.resolve())
+
+
+def resolve_base(reference: str, model_dir: Path) -> str:
+    """The inverse of ``base_reference`` (absolute paths written by older runs load as they are)."""
+    from instructune.world.source import ASSETS
+
+    if reference.startswith(ASSET_PREFIX):
+        return str(ASSETS / reference.removeprefix(ASSET_PREFIX))
+    relative = model_dir / reference
+    return str(relative.resolve()) if not Path(reference).is_absolute() and relative.is_dir() else reference
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -139,7 +176,8 @@ def load_tuned(path: str | Path) -> TunedModel:
     if meta["adapter_only"]:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_model(meta["base_model"], architecture), folder)
+        base = load_model(resolve_base(meta["base_model"], folder), architecture)
+        model = PeftModel.from_pretrained(base, folder)
     else:
         model = load_model(str(folder), architecture)
     model.eval()

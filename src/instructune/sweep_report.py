@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.run_folder import job_overrides, read_summary, sweep_jobs
+from instructune.sweep_plots import cost_figure, exact_match_figure, save_figure, val_loss_figure
 
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (scipy is not a dependency for one
 # table); beyond 30 the normal 1.96 is within 2%.
@@ -115,57 +116,51 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(rows: list[Row], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _plots(rows: list[Row], out: Path) -> tuple[list[Path], dict[str, list[str]]]:
+    """The PNGs written, and why configurations that trained have no validation loss to draw: reason ->
+    their labels."""
     written = []
     stats = [(r.label, r.stat("eval.tuned.all")) for r in rows]
-    stats = [(label, s) for label, s in stats if s is not None]
-    if stats:
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(stats)), 3.5))
-        means = [100 * s[0] for _, s in stats]
-        errors = [0 if math.isnan(s[1]) else 100 * s[1] for _, s in stats]
-        ax.bar(range(len(stats)), means, yerr=errors, capsize=4, color="#4c72b0")
-        ax.set_xticks(range(len(stats)), [label.replace(" ", "\n") for label, _ in stats], fontsize=7)
-        ax.set_ylabel("tuned exact match (%)")
-        ax.set_title("exact match by configuration (mean ± 95% CI)")
-        written.append(save_figure(fig, out / "exact_match.png"))
+    scores = [(label, s[0], s[1]) for label, s in stats if s is not None]
+    if scores:
+        written.append(save_figure(exact_match_figure(scores), out / "exact_match.png"))
     cost = [(r.label, r.stat("eval.tuned.all"), r.stat("throughput.train_seconds")) for r in rows]
-    cost = [(label, em, seconds) for label, em, seconds in cost if em is not None and seconds is not None]
-    if cost:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, em, seconds in cost:
-            ax.errorbar(seconds[0], 100 * em[0], yerr=0 if math.isnan(em[1]) else 100 * em[1], fmt="o", capsize=3)
-            ax.annotate(label, (seconds[0], 100 * em[0]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("training seconds (mean over seeds)")
-        ax.set_ylabel("tuned exact match (%)")
-        ax.set_title("quality against cost")
-        written.append(save_figure(fig, out / "cost.png"))
-    curves = [(row.label, _mean_val_curve(row)) for row in rows]
-    curves = [(label, curve) for label, curve in curves if curve]
-    if curves:
-        fig, ax = plt.subplots(figsize=(9, 3.8))
-        for label, curve in curves:  # one line per configuration: the mean over its seeds at each step
-            ax.plot(list(curve), list(curve.values()), marker="o", markersize=3, label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("validation loss (response tokens)")
-        ax.set_title("validation loss, mean over seeds")
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        written.append(save_figure(fig, out / "val_loss.png"))
-    return written
+    points = [(label, seconds[0], em[0], em[1]) for label, em, seconds in cost
+              if em is not None and seconds is not None]
+    if points:
+        written.append(save_figure(cost_figure(points), out / "cost.png"))
+    curves = [(row, _mean_val_curve(row)) for row in rows]
+    if any(curve for _, curve in curves):
+        figure = val_loss_figure([(row.label, curve) for row, curve in curves if curve])
+        written.append(save_figure(figure, out / "val_loss.png"))
+    missing: dict[str, list[str]] = {}
+    for row, curve in curves:
+        if not curve and any(j.status == "ok" for j in row.jobs):
+            missing.setdefault(_no_validation(row), []).append(row.label)
+    return written, missing
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """PNG at 120 dpi, cropped to its content (legends placed outside the axes included), then closed
-    so a long sweep report does not accumulate open figures."""
-    import matplotlib.pyplot as plt
+def _no_validation(row: Row) -> str:
+    """Why a configuration that trained has no point on the validation-loss plot."""
+    ok = [j for j in row.jobs if j.status == "ok"]
+    if not any(any(j.folder.glob("csv/version_*/metrics.csv")) for j in ok):
+        return "no CSV log (run with `logger=csv`)"
+    steps = sorted({int(v) for j in ok if (v := j.value("steps")) is not None})
+    stopped = f"stopped at {' / '.join(map(str, steps))} steps" if steps else "stopped"
+    intervals = sorted({str(v) for j in ok if (v := _trainer_setting(j.folder, "val_check_interval")) is not None})
+    every = f"every {' / '.join(intervals)} steps" if intervals else "every `trainer.val_check_interval` steps"
+    return (f"the runs {stopped}, before the first validation ({every}); set `trainer.val_check_interval` "
+            "to at most `trainer.max_steps`")
 
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+
+def _trainer_setting(job_dir: Path, key: str) -> Any:
+    """``trainer.<key>`` of the config Hydra composed for the job (``.hydra/config.yaml``), or None."""
+    import yaml
+
+    path = job_dir / ".hydra" / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    return trainer.get(key) if isinstance(trainer, dict) else None
 
 
 def _mean_val_curve(row: Row) -> dict[int, float]:
@@ -185,7 +180,7 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no job folders (with .hydra/) found; is this a multirun folder?")
-    plots = _plots(rows, out)
+    plots, notes = _plots(rows, out)
     n_jobs = sum(len(r.jobs) for r in rows)
     text = [f"# Sweep report: {sweep_dir.name}", "",
             f"{n_jobs} job(s) in {len(rows)} configuration(s). Metrics are means over seeds ± the 95% "
@@ -195,6 +190,9 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
     if common:
         text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
     text += [markdown_table(rows)]
+    if notes:
+        text += ["No validation-loss curve for:", "", *[f"- {', '.join(f'`{label}`' for label in labels)}: {reason}."
+                                                       for reason, labels in notes.items()], ""]
     text += [f"![{p.stem}]({p.name})" for p in plots]
     report = out / "report.md"
     report.write_text("\n".join(text) + "\n")

@@ -10,7 +10,6 @@ nodes) and passed down as objects or plain typed arguments; no module below this
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,51 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from instructune.config_check import ConfigError, check_config
 from instructune.data.datamodule import InstructionDataModule
 from instructune.data.tokenizer import load_tokenizer
-from instructune.env import configure_wandb_mode
+from instructune.env import resolve_wandb_mode
 from instructune.eval.split_evaluation import SplitEvaluation
-from instructune.models.loading import count_parameters, load_model
+from instructune.instantiate import build
+from instructune.models.limits import position_limit
+from instructune.models.loading import count_parameters, load_model, model_folder
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
+from instructune.tracking import build_loggers, finish_wandb, log_scores, uses_wandb
 from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
-
-
-def build(node: DictConfig | dict[str, Any], what: str, drop: tuple[str, ...] = (), **runtime: Any) -> Any:
-    """Build a ``_target_`` node with ``hydra.utils.instantiate``; ``runtime`` objects (model, tokenizer,
-    loggers) are passed to the constructor as they are, never copied into the config. Errors become one
-    line naming the node. ``drop``: keys that label a node or feed interpolations, no arguments."""
-    import inspect
-
-    from hydra.errors import InstantiationException
-
-    if drop:  # resolved first: the interpolations point outside the node
-        node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
-    try:
-        factory = instantiate(node, _partial_=True)
-        inspect.signature(factory.func).bind(*factory.args, **{**factory.keywords, **runtime})
-    except TypeError as e:  # a key the constructor does not take, or a missing one
-        func = factory.func
-        name = f"{func.__qualname__}.__init__" if isinstance(func, type) else func.__qualname__
-        raise ConfigError(f"{what}: {name}() {e}") from None
-    except InstantiationException as e:
-        cause: BaseException = e
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, ValueError) and not isinstance(cause, InstantiationException):
-            raise cause from None  # our own clear errors (DataError, ModelError) pass through
-        raise ConfigError(f"{what}: {str(cause).splitlines()[0]}") from None
-    return factory(**runtime)
 
 
 def _is_rank_zero() -> bool:
@@ -114,22 +89,48 @@ class Parts:
 
 
 def build_parts(cfg: DictConfig) -> Parts:
-    """Tokenizer → data module (tokenised for fit) → base model → strategy → optimizer, each from its
-    node; the checks that need no model run first, so a bad setting fails in seconds."""
+    """Strategy and optimizer → the checks that need no model → the model's position limit (its config
+    only) → tokenizer → data module (tokenised for fit) → base model → evaluation, each from its node,
+    so a bad setting or a bad file fails in seconds, before any weights are loaded."""
     strategy: Strategy = build(cfg.peft, "peft")
     optimizer: OptimizerConfig = build(cfg.optimizer, "optimizer")
     validate(cfg, strategy, optimizer)
     optimizer = optimizer.with_default_lr(strategy.lr)
+    if cfg.model.name_or_path and not cfg.model.from_config:
+        model_folder(cfg.model.name_or_path)  # a missing local folder: one line, not the hub's "Repo id ..."
+    if cfg.model.tokenizer:
+        model_folder(cfg.model.tokenizer, "tokenizer")
+    limit = position_limit(cfg.model.name_or_path, _container(cfg.model.from_config), cfg.model.trust_remote_code)
+    max_seq_length = fit_to_model(cfg.data.max_seq_length, limit, strategy, cfg.model.name)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
-    data: InstructionDataModule = build(cfg.data, "data", drop=("name", "path"), tokenizer=tokenizer)
+    data: InstructionDataModule = build(cfg.data, "data", drop=("name", "path"), tokenizer=tokenizer,
+                                        max_seq_length=max_seq_length)
     data.setup("fit")
     model = load_model(cfg.model.name_or_path, cfg.model.architecture, _container(cfg.model.from_config),
                        cfg.model.dtype, cfg.model.trust_remote_code)
     if cfg.model.get("gradient_checkpointing"):
         strategy.enable_gradient_checkpointing(model)
     evaluation = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.split, cfg.eval.max_examples,
-                                 cfg.eval.max_new_tokens, cfg.eval.batch_size)
+                                 cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                                 max_length=limit - strategy.positions_taken if limit else None)
     return Parts(tokenizer, data, model, strategy, optimizer, evaluation)
+
+
+def fit_to_model(max_seq_length: int, limit: int | None, strategy: Strategy, model_name: str) -> int:
+    """``data.max_seq_length`` lowered to what the model can take: its absolute positions less the
+    strategy's virtual tokens (a longer row would index past the position table)."""
+    if limit is None:
+        return max_seq_length
+    room = limit - strategy.positions_taken
+    if room < 2:
+        raise ConfigError(f"peft={strategy.name} takes {strategy.positions_taken} of the {limit} positions of "
+                          f"model={model_name}, leaving no room for text: lower peft.num_virtual_tokens")
+    if max_seq_length > room:
+        taken = f" less {strategy.positions_taken} virtual tokens" if strategy.positions_taken else ""
+        log.info("data.max_seq_length=%d lowered to %d: model=%s takes %d positions%s", max_seq_length, room,
+                 model_name, limit, taken)
+        return room
+    return max_seq_length
 
 
 def validate(cfg: DictConfig, strategy: Strategy, optimizer: OptimizerConfig) -> None:
@@ -147,6 +148,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
                         rank_zero: bool = True) -> dict[str, Any]:
     check_config(cfg)  # every setting, before anything is loaded
     ckpt_path = _checkpoint_to_resume(cfg.ckpt_path, folder)
+    wandb_mode = resolve_wandb_mode() if uses_wandb(cfg) else None  # no key for online, or no network
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
     base_scores = parts.evaluation.run(parts.model, "base") if cfg.eval.base and rank_zero else None
@@ -154,32 +156,35 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     model.train()  # from_pretrained and the base evaluation leave eval mode (dropout off)
     trainable, total = count_parameters(model)
     module: InstructionTuningModule = build(cfg.module, "module", model=model, optimizer=parts.optimizer)
-    loggers = _loggers(cfg, folder.path, sweep_group)
+    loggers = build_loggers(cfg, folder.path, sweep_group, wandb_mode)
     for lg in loggers:
         lg.log_hyperparams({"params/trainable": trainable, "params/total": total,
                             "optimizer/lr": parts.optimizer.effective_lr, **_config_digest(cfg)})
-    meter = ThroughputMeter()
+    meter, validated = ThroughputMeter(), _LastValidation()
     trainer: L.Trainer = build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(folder.path),
-                               callbacks=[meter, *_callbacks(cfg, folder)], **_checkpoint_io(cfg))
+                               callbacks=[meter, validated, *_callbacks(cfg, folder)], **_checkpoint_io(cfg))
     fit_started = time.perf_counter()
     outcome = "failed"
     try:
         trainer.fit(module, datamodule=parts.data, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - fit_started
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        if validated.step != trainer.global_step and trainer.limit_val_batches and parts.data.examples.get("validation"):
+            trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
         if trainer.global_rank != 0:
             return {"rank": trainer.global_rank}
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         # FLOPs are counted by re-running one step on rank 0 alone: safe when every rank holds the whole
         # model (one process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
         throughput = meter.summary(module, count_flops=type(trainer.strategy).__name__ in
                                    ("SingleDeviceStrategy", "DDPStrategy"))
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
-        _log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, trainer.global_step)
+        log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, trainer.global_step)
         outcome = "success"
     finally:
         for lg in loggers:
             lg.finalize(outcome)
-        _finish_wandb()
+        finish_wandb()
     parts.evaluation.write_predictions(folder.predictions)
     if cfg.export:
         meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture,
@@ -188,6 +193,8 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
                  folder.export(model, parts.tokenizer, parts.data.prompt_style, meta))
     result: dict[str, Any] = {
         "data": {split: len(examples) for split, examples in parts.data.examples.items()},
+        "lengths": {"max_seq_length": parts.data.max_seq_length, "overlength": parts.data.overlength,
+                    **parts.data.length_report},
         "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},
         "lr": parts.optimizer.effective_lr,
         "steps": trainer.global_step,
@@ -200,6 +207,17 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     }
     print(format_run_table(result))
     return result
+
+
+class _LastValidation(L.Callback):
+    """The step of the last validation during fit: a run whose last step was not validated (fewer steps
+    than ``val_check_interval``, or not a multiple of it) gets one more validation at the end."""
+
+    step = -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.step = trainer.global_step
 
 
 def _checkpoint_to_resume(ckpt_path: str | None, folder: RunFolder) -> str | None:
@@ -236,42 +254,8 @@ def _checkpoint_io(cfg: DictConfig) -> dict[str, Any]:
     return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 
 
-def _log_scores(loggers: list[Any], scores: dict[str, dict[str, Any] | None], step: int) -> None:
-    flat = {f"eval/{who}/{k}": v for who, s in scores.items() if s for k, v in s.items() if isinstance(v, float)}
-    if flat:
-        for lg in loggers:
-            lg.log_metrics(flat, step=step)
-
-
-def _loggers(cfg: DictConfig, output_dir: Path, sweep_group: str | None) -> list[Any]:
-    """Every ``logger.*`` node, saving under the run folder; W&B runs of one sweep share a group."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None:
-            continue
-        kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
-        if issubclass(get_class(node._target_), WandbLogger):
-            if configure_wandb_mode() == "offline":
-                log.info("W&B runs offline (no WANDB_API_KEY); sync later with: wandb sync %s/wandb/offline-run-*",
-                         output_dir)
-            kwargs["group"] = node.get("group") or sweep_group
-        loggers.append(build(node, f"logger.{name}", **kwargs))
-    return loggers
-
-
-def _finish_wandb() -> None:
-    """Close the W&B run even after a failure, so the next job of a sweep starts clean."""
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
 def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-__all__ = ["run", "build", "build_parts", "validate", "ConfigError"]
+__all__ = ["run", "build_parts", "validate", "fit_to_model", "ConfigError"]

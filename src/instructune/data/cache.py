@@ -24,7 +24,7 @@ from instructune.data.tokenize import TokenizedExample, TokenizeStats, tokenize_
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the overlength policy is part of the key
 
 
 def default_cache_dir() -> Path:
@@ -49,11 +49,12 @@ class TokenCache:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
 
     def key(self, prompts: Sequence[str], responses: Sequence[str], tokenizer: Any, max_seq_length: int,
-            architecture: str) -> str | None:
+            architecture: str, overlength: str = "truncate") -> str | None:
         fingerprint = tokenizer_fingerprint(tokenizer)
         if fingerprint is None:
             return None
-        digest = hashlib.sha256(json.dumps([CACHE_FORMAT, fingerprint, max_seq_length, architecture]).encode())
+        settings = [CACHE_FORMAT, fingerprint, max_seq_length, architecture, overlength]
+        digest = hashlib.sha256(json.dumps(settings).encode())
         for prompt, response in zip(prompts, responses, strict=True):
             digest.update(prompt.encode())
             digest.update(b"\x00")
@@ -62,9 +63,9 @@ class TokenCache:
         return digest.hexdigest()
 
     def tokenize(self, prompts: Sequence[str], responses: Sequence[str], tokenizer: Any, max_seq_length: int,
-                 architecture: str) -> tuple[list[TokenizedExample], TokenizeStats]:
+                 architecture: str, overlength: str = "truncate") -> tuple[list[TokenizedExample], TokenizeStats]:
         """``tokenize_pairs``, read from the cache when this exact input was tokenised before."""
-        key = self.key(prompts, responses, tokenizer, max_seq_length, architecture)
+        key = self.key(prompts, responses, tokenizer, max_seq_length, architecture, overlength)
         path = self.folder / f"{key}.json" if key else None
         if path is not None and path.is_file():
             try:
@@ -74,7 +75,7 @@ class TokenCache:
                 return examples, TokenizeStats(**stored["stats"])
             except (ValueError, KeyError, TypeError) as e:  # a damaged entry is rebuilt, never trusted
                 log.warning("ignoring unreadable token cache entry %s: %s", path, e)
-        examples, stats = tokenize_pairs(prompts, responses, tokenizer, max_seq_length, architecture)
+        examples, stats = tokenize_pairs(prompts, responses, tokenizer, max_seq_length, architecture, overlength)
         if path is not None:
             self._write(path, {"examples": [[e.input_ids, e.prompt_length, e.labels] for e in examples],
                                "stats": stats.__dict__})

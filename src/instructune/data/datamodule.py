@@ -16,7 +16,7 @@ from instructune.data.collate import CausalCollator, PackedCausalCollator, Seq2S
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
-from instructune.data.tokenize import TokenizedExample, tokenize_pairs
+from instructune.data.tokenize import OverlengthError, TokenizedExample, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class InstructionDataModule(L.LightningDataModule):
         accumulate_grad_batches: int = 1,
         cache: bool = False,
         cache_dir: str | Path | None = None,
+        overlength: str = "truncate",
     ) -> None:
         super().__init__()
         self.source = source
@@ -61,6 +62,9 @@ class InstructionDataModule(L.LightningDataModule):
         self.masking = masking
         self.architecture = architecture
         self.max_seq_length = max_seq_length
+        self.overlength = overlength
+        # per split: records cut to max_seq_length, and dropped for it (summary.json reports both)
+        self.length_report: dict[str, dict[str, int]] = {"truncated": {}, "dropped": {}}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -101,15 +105,22 @@ class InstructionDataModule(L.LightningDataModule):
         for split, records in self.records.items():
             prompts = [self.format_prompt(r) for r in records]
             responses = [r["output"] for r in records]
-            if self.cache is not None:
-                examples, stats = self.cache.tokenize(prompts, responses, self.tokenizer, self.max_seq_length,
-                                                      self.architecture)
-            else:
-                examples, stats = tokenize_pairs(prompts, responses, self.tokenizer, self.max_seq_length,
-                                                 self.architecture)
-            if stats.dropped_empty_response:
-                log.warning("%s: dropped %d of %d record(s) whose prompt fills max_seq_length=%d (no response token left)",
-                            split, stats.dropped_empty_response, len(records), self.max_seq_length)
+            tokenize = self.cache.tokenize if self.cache is not None else tokenize_pairs
+            try:
+                examples, stats = tokenize(prompts, responses, self.tokenizer, self.max_seq_length, self.architecture,
+                                           self.overlength)
+            except OverlengthError as e:
+                source = getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
+                start = records[e.index]["instruction"][:50]
+                raise DataError(f"{source} [{split} split] {e} (instruction {start!r}): raise data.max_seq_length "
+                                "(up to what the model takes), or set data.overlength=truncate or drop") from None
+            dropped = stats.dropped_empty_response + stats.dropped_overlength
+            self.length_report["truncated"][split] = stats.truncated
+            self.length_report["dropped"][split] = dropped
+            if dropped:
+                log.warning("%s: dropped %d of %d record(s) over max_seq_length=%d (%s)", split, dropped,
+                            len(records), self.max_seq_length,
+                            "data.overlength=drop" if stats.dropped_overlength else "the prompt alone fills it")
             if stats.truncated:
                 log.info("%s: truncated %d record(s) to max_seq_length=%d (response tail cut)",
                          split, stats.truncated, self.max_seq_length)
@@ -117,8 +128,9 @@ class InstructionDataModule(L.LightningDataModule):
                 raise DataError(f"{split} split: every one of {len(records)} record(s) was dropped by "
                                 f"max_seq_length={self.max_seq_length}; raise data.max_seq_length")
             self.examples[split] = examples
-        if not self.examples.get("train"):
-            raise DataError("the train split is empty after loading and filtering")
+        if stage in (None, "fit") and not self.examples.get("train"):
+            source = getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
+            raise DataError(f"{source}: the train split is empty after loading and filtering; nothing to train on")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         examples = self.examples[split]

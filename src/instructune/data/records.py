@@ -1,7 +1,8 @@
 """Load instruction records from files or the hub, validate every field, and split them.
 
-All file formats and hub names go through ``datasets.load_dataset``; what it raises from deep inside
-is turned into one line that names the file, the record and the field (``DataError``).
+Local JSON, JSON Lines and CSV files are parsed in ``data/files.py``; Parquet files, dataset folders
+and hub names go through ``datasets.load_dataset``, and what it raises from deep inside is turned into
+one line that names the file, the record and the field (``DataError``).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def _validate_one(row: Mapping[str, Any], fields: FieldMap, where: str, i: int) 
                 raise DataError(f"{where}: record {i}: field {column!r} is missing or null")
             return ""
         if not isinstance(value, str):
-            raise DataError(f"{where}: record {i}: field {column!r} must be a string, got {type(value).__name__}")
+            hint = ""
+            if isinstance(value, bool | int | float):  # JSON 5 / true, a Parquet number column
+                hint = f" {json.dumps(value)}; write it as text: \"{json.dumps(value)}\""
+            raise DataError(f"{where}: record {i}: field {column!r} must be a string, got {type(value).__name__}{hint}")
         if required and not value.strip():
             raise DataError(f"{where}: record {i}: field {column!r} is empty")
         return value
@@ -190,6 +194,8 @@ class DatasetSource:
     def _load_raw(self) -> dict[str, list[dict[str, Any]]]:
         import datasets
 
+        from instructune.data.files import read_csv, read_json
+
         local = Path(self.path).expanduser()
         looks_local = local.suffix.lower() in _FORMATS or self.path.startswith((".", "/", "~"))
         if looks_local and not local.exists():
@@ -199,58 +205,18 @@ class DatasetSource:
                 fmt = _FORMATS.get(local.suffix.lower())
                 if fmt is None:
                     raise DataError(f"{self.path}: unknown file type {local.suffix!r}; use .json, .jsonl, .csv or .parquet")
-                if fmt == "json":
-                    # Parsed here, not by datasets: its JSON reader reports no line numbers and
-                    # fails on a column of mixed types before any record could be named.
-                    return {"train": _read_json(local)}
+                if fmt in ("json", "csv"):  # parsed in data/files.py: line numbers, CSV cells kept as text
+                    return {"train": (read_json if fmt == "json" else read_csv)(local, self.path)}
                 ds = datasets.load_dataset(fmt, data_files={"train": str(local)})
             else:
                 ds = datasets.load_dataset(self.path, self.subset)
         except DataError:
             raise
         except UnicodeDecodeError as e:
-            raise DataError(f"{self.path}: not valid UTF-8 (byte {e.start}): {e.reason}") from None
+            raise DataError(f"{self.path}: not valid UTF-8 (byte {e.start}): {e.reason}; save it as UTF-8") from None
         except Exception as e:  # noqa: BLE001 - datasets raises many types; one line is what the user needs
             raise DataError(f"{self.path}: could not be loaded: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         return {name: split.to_list() for name, split in ds.items()}
-
-
-def _read_json(path: Path) -> list[dict[str, Any]]:
-    """A JSON array of objects or JSON Lines, with line numbers in every error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte {e.start}): {e.reason}") from None
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        if not data:
-            raise DataError(f"{path}: the JSON array is empty")
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON array of records")
-        for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: record {i}: expected an object, got {type(row).__name__}")
-        return data
-    if not stripped.startswith("{"):
-        raise DataError(f"{path}: expected a JSON array or JSON Lines of objects")
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: malformed JSON Lines at line {lineno}, column {e.colno}: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: line {lineno}: expected an object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 @dataclass

@@ -84,6 +84,16 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
+class _EpochHook:
+    """What Lightning finds at ``batch_sampler.sampler``: passes ``set_epoch`` on to the batch sampler."""
+
+    def __init__(self, owner: TrainBatchSampler) -> None:
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
+
+
 class TrainBatchSampler(Sampler[MicroBatch]):
     """Yields this rank's micro-batches of example indices for one epoch.
 
@@ -103,6 +113,9 @@ class TrainBatchSampler(Sampler[MicroBatch]):
         self.packed = bool(pack_width)
         self.units = pack_rows(self.lengths, pack_width) if pack_width else [[i] for i in range(len(lengths))]
         self.epoch = 0
+        # Lightning calls set_epoch on dataloader.sampler and dataloader.batch_sampler.sampler only, never
+        # on a batch sampler itself: without this hook every epoch of a fit would repeat epoch 0's order
+        self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

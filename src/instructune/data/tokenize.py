@@ -3,9 +3,10 @@
 Prompt and response are tokenised separately and concatenated, so no BPE merge crosses the seam
 and the prompt length is known exactly (the masking boundary). EOS is appended to the response.
 
-Truncation policy (both families): sequences are cut at ``max_seq_length`` from the right, i.e. the
-response loses its tail (and its EOS). A record whose response would lose every token (the prompt
-alone fills the window) is dropped and counted; nothing is dropped silently.
+Overlength policy (``overlength``, both families), for records longer than ``max_seq_length``:
+``truncate`` (default) cuts from the right, i.e. the response loses its tail (and its EOS), and drops
+a record whose response would lose every token (the prompt alone fills the window); ``drop`` drops
+every overlength record; ``error`` stops at the first one. Everything cut or dropped is counted.
 """
 
 from __future__ import annotations
@@ -28,11 +29,23 @@ class TokenizedExample:
     labels: list[int] | None = None
 
 
+OVERLENGTH_POLICIES = ("truncate", "drop", "error")
+
+
+class OverlengthError(ValueError):
+    """A record longer than ``max_seq_length`` under ``overlength=error`` (``index``: its position)."""
+
+    def __init__(self, index: int, length: int, max_seq_length: int) -> None:
+        super().__init__(f"record {index} is {length} tokens long, over max_seq_length={max_seq_length}")
+        self.index = index
+
+
 @dataclass(frozen=True)
 class TokenizeStats:
     kept: int
     dropped_empty_response: int
     truncated: int
+    dropped_overlength: int = 0
 
 
 def tokenize_pairs(
@@ -41,10 +54,13 @@ def tokenize_pairs(
     tokenizer: Any,
     max_seq_length: int,
     architecture: str = "causal",
+    overlength: str = "truncate",
 ) -> tuple[list[TokenizedExample], TokenizeStats]:
     """Tokenise in two batched calls (prompts, responses) and assemble examples per the policy above."""
     if architecture not in ("causal", "seq2seq"):
         raise ValueError(f"architecture must be 'causal' or 'seq2seq', got {architecture!r}")
+    if overlength not in OVERLENGTH_POLICIES:
+        raise ValueError(f"overlength must be one of {', '.join(OVERLENGTH_POLICIES)}, got {overlength!r}")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token")
@@ -55,9 +71,15 @@ def tokenize_pairs(
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     examples: list[TokenizedExample] = []
-    dropped = truncated = 0
-    for p, r in zip(prompt_ids, response_ids, strict=True):
+    dropped = truncated = dropped_overlength = 0
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         target = list(r) + [eos]
+        longest = max(len(p), len(target)) if architecture == "seq2seq" else len(p) + len(target)
+        if longest > max_seq_length and overlength != "truncate":
+            if overlength == "error":
+                raise OverlengthError(i, longest, max_seq_length)
+            dropped_overlength += 1
+            continue
         if architecture == "seq2seq":
             if len(p) > max_seq_length:
                 p = p[: max_seq_length - 1] + p[-1:]  # keep the encoder's closing special token
@@ -75,7 +97,7 @@ def tokenize_pairs(
             full = full[:max_seq_length]
             truncated += 1
         examples.append(TokenizedExample(full, len(p)))
-    return examples, TokenizeStats(len(examples), dropped, truncated)
+    return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength)
 
 
 def tokenize_text(texts: Sequence[str], tokenizer: Any) -> list[list[int]]:

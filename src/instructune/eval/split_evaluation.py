@@ -23,22 +23,32 @@ class SplitEvaluation:
     """Generate answers for one split (the test split by default) and score them; keeps every prediction for the JSONL file."""
 
     def __init__(self, data: InstructionDataModule, tokenizer: Any, architecture: str, split: str = "test",
-                 max_examples: int | None = None, max_new_tokens: int = 32, batch_size: int = 32) -> None:
+                 max_examples: int | None = None, max_new_tokens: int = 32, batch_size: int = 32,
+                 max_length: int | None = None) -> None:
+        """``max_length``: positions the model has for prompt + answer (None: no limit); longer prompts
+        keep their end (the instruction's tail and the response cue), counted in ``prompts_cut``."""
         self.tokenizer = tokenizer
         self.architecture = architecture
         self.max_new_tokens = max_new_tokens
+        self.max_prompt_tokens = None
+        if max_length is not None and architecture == "causal":
+            if max_length - max_new_tokens < 1:
+                raise ValueError(f"eval.max_new_tokens={max_new_tokens}: the model has {max_length} positions for "
+                                 "prompt and answer together; lower eval.max_new_tokens")
+            self.max_prompt_tokens = max_length - max_new_tokens
         self.batch_size = batch_size
         records: list[Record] = data.records.get(split, [])
         self.records = records[:max_examples] if max_examples else records
         self.prompts = [data.format_prompt(r) for r in self.records]
-        self.seen_tasks = {r.get("task", "") for r in data.records["train"]}
+        self.seen_tasks = {r.get("task", "") for r in data.records.get("train", [])}
         self.answers: dict[str, list[str]] = {}
 
     def run(self, model: torch.nn.Module, who: str) -> dict[str, Any] | None:
         if not self.records:
             return None
         started = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size)
+        answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size,
+                           self.max_prompt_tokens)
         self.answers[who] = answers
         scores = generation_scores(answers, [r["output"] for r in self.records],
                                      [r.get("task") for r in self.records], self.seen_tasks)

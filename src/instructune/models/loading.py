@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("causal", "seq2seq")
+# A hub name: "name" or "namespace/name" (huggingface_hub's own rule, less its length limits).
+_HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
+_LOCAL_PREFIXES = ("./", "../", "/", "~", ".\\", "..\\")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -54,16 +59,14 @@ def load_model(
         return model.to(torch_dtype) if torch_dtype else model
     if not name_or_path:
         raise ModelError("set model.name_or_path (hub name or local folder) or model.from_config")
-    local = Path(name_or_path).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ModelError(f"{name_or_path}: no config.json; not a Hugging Face model folder")
+    local = model_folder(name_or_path)
+    if local is not None:
         if not any((local / f).is_file() for f in _WEIGHT_FILES):
             raise ModelError(f"{name_or_path}: the folder has config.json but no weights ({', '.join(_WEIGHT_FILES[::2])})")
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(str(local) if local.is_dir() else name_or_path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(str(local) if local is not None else name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"{name_or_path}: could not load the model config: {str(e).splitlines()[0]}") from None
     _check_architecture(config, architecture, name_or_path)
@@ -71,9 +74,37 @@ def load_model(
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     try:
-        return auto.from_pretrained(str(local) if local.is_dir() else name_or_path, config=config, **kwargs)
+        return auto.from_pretrained(str(local) if local is not None else name_or_path, config=config, **kwargs)
     except OSError as e:
         raise ModelError(f"{name_or_path}: could not load the weights: {str(e).splitlines()[0]}") from None
+
+
+def model_folder(name_or_path: str, kind: str = "model") -> Path | None:
+    """The local folder ``name_or_path`` names, or None for a hub name (``gpt2``, ``org/model``).
+
+    A path that is local (it exists, starts with ``./``, ``../``, ``/`` or ``~``, or is no hub name)
+    must be a folder, and a model folder must hold config.json; otherwise ``ModelError`` says so,
+    instead of the hub's "Repo id must be ..." or a missing-file error from inside transformers.
+    ``kind="tokenizer"`` checks a tokenizer folder (model.tokenizer; no config.json needed).
+    """
+    local = Path(name_or_path).expanduser()
+    key, holds = (("model.name_or_path", "config.json and the weights") if kind == "model"
+                  else ("model.tokenizer", "the tokenizer files"))
+    if not local.exists():
+        if not name_or_path.startswith(_LOCAL_PREFIXES) and _HUB_NAME.fullmatch(name_or_path):
+            return None
+        absolute = str(local.resolve())
+        looked = f" ({absolute} does not exist)" if absolute != name_or_path else ""
+        raise ModelError(f"{name_or_path}: no such {kind} folder{looked}; set {key} to an existing folder "
+                         f"that holds {holds}, or to a hub name such as gpt2 or org/model")
+    if not local.is_dir():
+        raise ModelError(f"{name_or_path}: is a file, not a {kind} folder; set {key} to the folder that holds {holds}")
+    if kind == "model" and not (local / "config.json").is_file():
+        inside = sorted(p.parent.name for p in local.glob("*/config.json"))
+        hint = (f"; {os.path.join(name_or_path, inside[0])} has one: set {key} to that folder" if len(inside) == 1
+                else f"; set {key} to the folder that save_pretrained wrote ({holds})")
+        raise ModelError(f"{name_or_path}: no config.json in this folder, so it is not a Hugging Face model folder{hint}")
+    return local
 
 
 def _check_architecture(config: Any, architecture: str, where: str) -> None:

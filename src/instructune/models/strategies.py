@@ -51,6 +51,12 @@ class Strategy:
     mergeable: ClassVar[bool] = False
     lr: float | None = None  # the default is in conf/peft/<name>.yaml
 
+    @property
+    def positions_taken(self) -> int:
+        """Positions the strategy occupies before the first real token (virtual tokens): a model with
+        absolute positions has that many fewer for the prompt and response."""
+        return 0
+
     def enable_gradient_checkpointing(self, model: nn.Module) -> None:
         """Recompute activations in the backward pass, or say why this strategy cannot."""
         if not self.supports_gradient_checkpointing:
@@ -160,6 +166,10 @@ class _VirtualTokens(_PeftStrategy):
     uses_virtual_tokens: ClassVar[bool] = True
     supports_packing: ClassVar[bool] = False
     num_virtual_tokens: int = 20
+
+    @property
+    def positions_taken(self) -> int:
+        return self.num_virtual_tokens
 
     def _check_tokens(self) -> None:
         if self.num_virtual_tokens < 1:
