@@ -189,7 +189,7 @@ class _GradientAtStep(L.Callback):
 def _first_step_gradient(tiny_dirs, batch_size: int, accumulate: int) -> torch.Tensor:
     from instructune.data.datamodule import InstructionDataModule
     from instructune.data.records import InlineSource
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
 
     L.seed_everything(0, verbose=False)
     # responses of very different lengths, so a mean of per-micro-batch means would weight them wrongly

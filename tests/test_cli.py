@@ -45,7 +45,7 @@ def test_merge_gives_a_plain_model_with_the_same_answers(lora_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from instructune.data.prompts import PromptStyle
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.eval.generate import generate
     from instructune.world.source import WORLD_GPT2
 

@@ -59,3 +59,20 @@ def test_an_empty_training_split_is_one_line_before_any_model(word_tokenizer):
     with pytest.raises(DataError) as caught:
         data.setup("fit")
     assert str(caught.value) == "mine.json: the train split is empty after loading and filtering; nothing to train on"
+
+
+def test_a_required_key_left_out_is_one_line():
+    with pytest.raises(ConfigError) as caught:
+        check_config(_cfg("data=json"))
+    assert str(caught.value) == "data.path: required, and not given (e.g. data=json data.path=my.json)"
+
+
+def test_the_answer_must_leave_room_for_the_prompt():
+    from instructune.config_check import check_answer_room
+
+    check_answer_room(32, 236, "world-gpt2")
+    check_answer_room(300, None, "world-t5")  # relative positions: no limit
+    with pytest.raises(ConfigError) as caught:
+        check_answer_room(300, 256, "world-gpt2")
+    assert str(caught.value) == ("eval.max_new_tokens=300: model=world-gpt2 has 256 positions for prompt and answer "
+                                 "together; set eval.max_new_tokens below 256")

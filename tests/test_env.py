@@ -1,6 +1,6 @@
 import os
 
-from instructune.env import configure_wandb_mode, load_dotenv_file, redact
+from instructune.env import resolve_wandb_mode, load_dotenv_file, redact
 
 
 def test_dotenv_is_loaded_without_overriding_the_environment(tmp_path, monkeypatch):
@@ -17,9 +17,9 @@ def test_dotenv_is_loaded_without_overriding_the_environment(tmp_path, monkeypat
 def test_wandb_goes_offline_without_a_key_and_secrets_are_redacted(monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert configure_wandb_mode() == "offline"
+    assert resolve_wandb_mode() == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert configure_wandb_mode() == "disabled"
+    assert resolve_wandb_mode() == "disabled"
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     assert redact("token=hf_secret_value_123 ok") == "token=*** ok"
 

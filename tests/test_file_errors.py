@@ -102,7 +102,7 @@ def test_one_record_on_one_line_is_still_json_lines(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(ROWS[0]) + "\n")
     _fails(path, f"{path}: 1 record(s) split 0.85/0.1/0.05 leaves the train split empty; "
-                 "use more data or other data.splits fractions")
+                 "use more data or other data.source.splits fractions")
 
 
 # --- CSV cells are text: a column of numbers keeps its exact digits ---------------------------------

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from instructune.data.tokenizer import load_tokenizer
+from instructune.data.tokenizer_loading import load_tokenizer
 from instructune.eval.generate import generate
 from instructune.eval.metrics import exact_match, grouped_exact_match, normalize
 from instructune.models.loading import load_model

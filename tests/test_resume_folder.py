@@ -30,8 +30,26 @@ def test_resume_requests_are_parsed_and_checked(tmp_path):
     (tmp_path / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 4\npeft:\n  r: 8\nckpt_path: null\n")
     assert resumed_config(tmp_path, ["trainer.max_steps=9"]).trainer.max_steps == 9
     assert resumed_config(tmp_path, []).ckpt_path == "last"
-    with pytest.raises(ConfigError, match="config groups cannot change in a resume"):
+    with pytest.raises(ConfigError, match=r"'peft=ia3': peft.\* is fixed for a resumed run"):
         resumed_config(tmp_path, ["peft=ia3"])
+    with pytest.raises(ConfigError, match=r"'optimizer.lr=0.1': optimizer.\* is fixed for a resumed run"):
+        resumed_config(tmp_path, ["optimizer.lr=0.1"])  # the checkpoint's optimizer state would win
+    with pytest.raises(ConfigError, match="'data=alpaca': data is not a setting of this run"):
+        resumed_config(tmp_path, ["data=alpaca"])
+
+
+def test_ckpt_path_must_name_a_checkpoint(tmp_path):
+    from instructune.run_folder import RunFolder
+    from instructune.train import _checkpoint_to_resume
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    with pytest.raises(ConfigError) as caught:
+        _checkpoint_to_resume(str(notes), RunFolder(tmp_path))
+    assert str(caught.value) == f"ckpt_path={notes}: {notes} is not a checkpoint (not written by torch.save)"
+    deepspeed = tmp_path / "checkpoints" / "last.ckpt"
+    deepspeed.mkdir(parents=True)  # DeepSpeed writes a folder
+    assert _checkpoint_to_resume("last", RunFolder(tmp_path)) == str(deepspeed)
 
 
 @pytest.mark.slow

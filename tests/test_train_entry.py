@@ -127,7 +127,7 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path, mon
     assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "config.yaml").is_file()
     from peft import PeftModel
 
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.eval.generate import generate
     from instructune.models.loading import load_model
 

@@ -14,7 +14,6 @@ import time
 import pytest
 
 from instructune.config_check import ConfigError
-from instructune.env import configure_wandb_mode
 from instructune.wandb_mode import WandbModeError, probe, resolve_wandb_mode, wandb_base_url
 
 KEY = "k" * 40
@@ -103,13 +102,13 @@ def test_online_without_a_key_is_a_one_line_error_before_any_probe(monkeypatch, 
     assert os.environ["WANDB_MODE"] == mode
 
 
-def test_configure_wandb_mode_the_function_train_calls_today_makes_the_same_decisions(monkeypatch):
+def test_resolve_wandb_mode_through_env_makes_the_same_decisions(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "online")
     with pytest.raises(WandbModeError, match=r"^WANDB_MODE=online but no W&B API key"):
-        configure_wandb_mode()
+        resolve_wandb_mode()
     monkeypatch.setenv("WANDB_API_KEY", KEY)
     monkeypatch.setenv("WANDB_BASE_URL", REFUSED)
-    assert configure_wandb_mode(timeout_s=5) == "offline" and os.environ["WANDB_MODE"] == "offline"
+    assert resolve_wandb_mode(timeout_s=5) == "offline" and os.environ["WANDB_MODE"] == "offline"
 
 
 def test_unknown_mode_is_a_one_line_error(monkeypatch):

@@ -32,7 +32,7 @@ from instructune.data.datamodule import InstructionDataModule
 from instructune.data.prompts import make_prompt_style
 from instructune.data.records import InlineSource
 from instructune.data.tokenize import tokenize_text
-from instructune.data.tokenizer import load_tokenizer
+from instructune.data.tokenizer_loading import load_tokenizer
 from instructune.models.loading import count_parameters, load_model
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.world.generator import corpus_documents

@@ -12,13 +12,22 @@ def _generate(args: argparse.Namespace) -> None:
     from instructune.eval.generate import generate
     from instructune.run_folder import load_tuned
 
+    from instructune.models.limits import positions_left
+    from instructune.models.loading import ModelError
+
     tuned = load_tuned(args.run)
+    left = positions_left(tuned.model) if tuned.architecture == "causal" else None
+    room = None if left is None else left - args.max_new_tokens  # a longer prompt keeps its end
+    if room is not None and room < 1:
+        raise ModelError(f"--max-new-tokens={args.max_new_tokens}: the model has {left} positions for prompt and "
+                         "answer together")
     instructions = [args.instruction] if args.instruction else (line.rstrip("\n") for line in sys.stdin)
     for instruction in instructions:
         if not instruction.strip():
             continue
         prompt = tuned.prompt_style.format(instruction, args.input, tuned.tokenizer)
-        print(generate(tuned.model, tuned.tokenizer, [prompt], tuned.architecture, args.max_new_tokens)[0], flush=True)
+        print(generate(tuned.model, tuned.tokenizer, [prompt], tuned.architecture, args.max_new_tokens,
+                       max_prompt_tokens=room)[0], flush=True)
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -49,14 +58,18 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from hydra import compose, initialize_config_module
 
+    from instructune.config_check import check_answer_room, check_config
     from instructune.data.records import DataError
     from instructune.entry import CONFIG_NAME, CONFIG_PATH, register_resolvers
+    from instructune.models.limits import positions_left
     from instructune.eval.split_evaluation import SplitEvaluation
-    from instructune.run_folder import load_tuned
     from instructune.instantiate import build
+    from instructune.run_folder import load_tuned, unused_path
 
     overrides = list(args.overrides)
     split = args.split
+    if split == "all" and args.data is None:
+        raise DataError("--split all scores a whole --data file; a data config has train, validation and test")
     if args.data is not None:
         overrides = ["data=json", f"data.path={args.data}", *overrides]
         if split in (None, "all"):  # the whole file, as one split
@@ -65,31 +78,26 @@ def _evaluate(args: argparse.Namespace) -> None:
     register_resolvers()
     with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides)
+    check_config(cfg)
     scored_split = "test" if split in (None, "all") and args.data is not None else split or cfg.eval.split
     tuned = load_tuned(args.run)
     data = build(cfg.data, "data", drop=("name", "path"), tokenizer=tuned.tokenizer, prompt=tuned.prompt_style,
                  architecture=tuned.architecture, packing=False, group_by_length=False)
     data.setup("test")
+    check_answer_room(cfg.eval.max_new_tokens, positions_left(tuned.model),
+                      tuned.meta.get("base_model") or str(args.run))
     evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, scored_split, cfg.eval.max_examples,
-                                 cfg.eval.max_new_tokens, cfg.eval.batch_size)
+                                 cfg.eval.max_new_tokens, cfg.eval.batch_size, max_length=positions_left(tuned.model))
     scores = evaluation.run(tuned.model, "tuned")
     name = Path(args.data).stem if args.data is not None else cfg.data.name
     label = "all" if args.data is not None and split in (None, "all") else scored_split
     if scores is None:
         raise DataError(f"{args.data or 'data=' + cfg.data.name}: the {label} split is empty")
-    out = _free_path(args.out or Path(args.run) / f"eval_{name}_{label}.json")
+    out = unused_path(args.out or Path(args.run) / f"eval_{name}_{label}.json")
     out.write_text(json.dumps({"data": args.data or cfg.data.name, "split": label, "overrides": args.overrides,
                                "scores": scores}, indent=2) + "\n")
     print(f"exact match {100 * scores['all']:.1f}% on {scores['n']} examples "
           f"(ROUGE-L {100 * scores['rougeL/all']:.1f}%); written to {out}")
-
-
-def _free_path(path: Path) -> Path:
-    """``path``, or ``name-2.json``, ``name-3.json`` ... when it exists: earlier results are kept."""
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
-    return candidate
 
 
 def _train(overrides: list[str]) -> None:
@@ -113,6 +121,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from instructune.config_check import ConfigError
     from instructune.data.prompts import PromptStyleError
     from instructune.data.records import DataError
     from instructune.models.loading import ModelError
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report}[args.command](args)
-    except (DataError, ModelError, PromptStyleError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ModelError, PromptStyleError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 

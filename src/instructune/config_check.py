@@ -123,6 +123,10 @@ def check_config(cfg: DictConfig) -> None:
     not every strategy has ``peft.r``)."""
     from instructune.data.prompts import STYLE_NAMES
 
+    missing = _missing(cfg)
+    if missing:
+        example = "data=json data.path=my.json" if missing[0] == "data.path" else f"{missing[0]}=<value>"
+        raise ConfigError(f"{missing[0]}: required, and not given (e.g. {example})")
     rules = (*RULES, Rule("data.prompt.style", _choice(*STYLE_NAMES), " | ".join(STYLE_NAMES)))
     for rule in rules:
         value = OmegaConf.select(cfg, rule.key, default=_ABSENT, throw_on_missing=False)
@@ -137,5 +141,25 @@ def check_config(cfg: DictConfig) -> None:
                           ">= 1 or trainer.max_epochs >= 1")
 
 
+def _missing(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys left ``???``, found without resolving anything (``OmegaConf.missing_keys`` resolves the
+    interpolations that point at them, and fails there)."""
+    found = []
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            found.append(f"{prefix}{key}")
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(child := node._get_node(key), DictConfig):
+            found += _missing(child, f"{prefix}{key}.")
+    return sorted(k for k in found if not k.startswith("hydra"))
+
+
 def _show(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def check_answer_room(max_new_tokens: int, positions: int | None, model_name: str) -> None:
+    """Generation needs room for at least one prompt token next to the answer in a model with
+    absolute positions (``positions``: what the model has, less virtual tokens)."""
+    if positions is not None and max_new_tokens >= positions:
+        raise ConfigError(f"eval.max_new_tokens={max_new_tokens}: model={model_name} has {positions} positions for "
+                          f"prompt and answer together; set eval.max_new_tokens below {positions}")

@@ -96,7 +96,7 @@ def main_job(cfg: DictConfig) -> float | None:
         summary = run(cfg, output_dir, sweep_group=group)
     except Exception as e:
         if sweeping:  # summary.json of the job already says failed and why
-            report_failed_job(hydra_cfg.job.num, hydra_cfg.job.override_dirname, e)
+            report_failed_job(hydra_cfg.job.num, hydra_cfg.job.override_dirname, e, output_dir)
             return None
         if isinstance(e, (*USER_ERRORS, ConfigError)):
             log.error("%s", e)

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from instructune.wandb_mode import DEFAULT_TIMEOUT_S, WandbModeError, resolve_wandb_mode
+from instructune.wandb_mode import WandbModeError, resolve_wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 # written to a run folder (config.yaml, summary.json).
 SECRET_VARIABLES = ("WANDB_API_KEY", "HF_TOKEN")
 
-__all__ = ["SECRET_VARIABLES", "WandbModeError", "configure_wandb_mode", "load_dotenv_file", "redact",
+__all__ = ["SECRET_VARIABLES", "WandbModeError", "load_dotenv_file", "redact",
            "resolve_wandb_mode"]
 
 
@@ -23,13 +23,6 @@ def load_dotenv_file(path: str | Path = ".env") -> bool:
     from dotenv import load_dotenv
 
     return bool(Path(path).is_file() and load_dotenv(path, override=False))
-
-
-def configure_wandb_mode(timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
-    """Settle ``WANDB_MODE`` before any work and return the mode in force: offline without a key, a
-    one-line ``WandbModeError`` for online without a key, offline (one warning) when the W&B server
-    does not answer within ``timeout_s``. See ``instructune.wandb_mode.resolve_wandb_mode``."""
-    return resolve_wandb_mode(timeout_s)
 
 
 def redact(text: str) -> str:

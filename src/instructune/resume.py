@@ -17,6 +17,8 @@ from instructune.config_check import ConfigError
 log = logging.getLogger("instructune")
 
 KEY = "resume"
+# what the checkpoint carries: the model, its strategy, the optimizer and scheduler state
+FIXED = ("model", "peft", "optimizer", "module", "seed")
 
 
 def resume_request(argv: list[str]) -> tuple[Path, list[str]] | None:
@@ -43,6 +45,9 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     cfg = OmegaConf.load(saved)
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
+        if key.split(".")[0] in FIXED:
+            raise ConfigError(f"{KEY}=: '{override.input_line}': {key.split('.')[0]}.* is fixed for a resumed run "
+                              "(the checkpoint holds its optimizer state and weights); start a new run to change it")
         if override.is_delete() or override.is_add() or override.is_sweep_override():
             raise ConfigError(f"{KEY}=: '{override.input_line}': only key=value overrides of existing keys")
         if OmegaConf.select(cfg, key, default="<absent>") == "<absent>" or isinstance(OmegaConf.select(cfg, key),
@@ -78,13 +83,14 @@ def _log_to(run_dir: Path) -> None:
 def resume(run_dir: Path, overrides: list[str]) -> None:
     """Continue the run in ``run_dir``; bad input is one line and exit status 1, as for a fresh run."""
     from instructune.entry import USER_ERRORS
-    from instructune.train import run
+    from instructune.train import _is_rank_zero, run
 
     try:
         cfg = resumed_config(run_dir, overrides)
-        _log_to(run_dir)
-        log.info("resuming %s (overrides: %s), recorded in %s", run_dir, " ".join(overrides) or "none",
-                 _record(run_dir, overrides))
+        if _is_rank_zero():  # DDP children re-run the command line; one record, one log
+            _log_to(run_dir)
+            log.info("resuming %s (overrides: %s), recorded in %s", run_dir, " ".join(overrides) or "none",
+                     _record(run_dir, overrides))
         run(cfg, run_dir)
     except (*USER_ERRORS, ConfigError) as e:
         log.error("%s", e)

@@ -58,7 +58,7 @@ class RunFolder:
 
     def write_config(self, yaml_text: str) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
-        out = self.path / (RESUMED_CONFIG_FILE if self._had_config else CONFIG_FILE)
+        out = unused_path(self.path / RESUMED_CONFIG_FILE) if self._had_config else self.path / CONFIG_FILE
         out.write_text(redact(yaml_text))
         return out
 
@@ -107,6 +107,14 @@ def sweep_jobs(sweep_dir: Path) -> list[Path]:
         return (int(head) if head.isdigit() else 1 << 30, p.name)
 
     return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=order)
+
+
+def unused_path(path: Path) -> Path:
+    """``path``, or ``name-2.ext``, ``name-3.ext`` ... when it exists: nothing earlier is overwritten."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
 
 
 ASSET_PREFIX = "asset:"
@@ -167,7 +175,7 @@ def model_folder(path: str | Path) -> Path:
 def load_tuned(path: str | Path) -> TunedModel:
     """What ``export`` wrote, ready to generate: base + adapter, or the full model."""
     from instructune.data.prompts import PromptStyle
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.models.loading import load_model
 
     folder = model_folder(path)

@@ -23,10 +23,11 @@ from instructune.run_folder import job_overrides, read_summary, sweep_jobs
 log = logging.getLogger("instructune")
 
 
-def report_failed_job(job_num: int, overrides: str, error: BaseException) -> None:
+def report_failed_job(job_num: int, overrides: str, error: BaseException, job_dir: Path) -> None:
     """One line on stderr (the traceback too with HYDRA_FULL_ERROR=1; always in the job's train.log)."""
     line = f"job {job_num} ({overrides or 'no overrides'}) failed: {type(error).__name__}: {error}"
-    log.debug("%s", "".join(traceback.format_exception(error)))
+    with (job_dir / "train.log").open("a") as f:  # Hydra's console would show a logged traceback too
+        f.write(f"{line}\n{''.join(traceback.format_exception(error))}")
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         traceback.print_exception(error, file=sys.stderr)
     print(f"error: {line}", file=sys.stderr, flush=True)

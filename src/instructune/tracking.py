@@ -54,3 +54,20 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def progress_bar(enabled: bool) -> list[Any]:
+    """Lightning's rich progress bar, less its ``Epoch 7/-2`` (it prints ``max_epochs - 1``, and a run
+    bounded by ``max_steps`` has ``max_epochs=-1``): the epoch alone, the step count is on the bar."""
+    if not enabled:
+        return []
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepBoundedProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+                text = f"Epoch {current_epoch}"
+                return f"{text:{len(self.validation_description)}}"
+            return super()._get_train_description(current_epoch)
+
+    return [StepBoundedProgressBar()]

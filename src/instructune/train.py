@@ -3,8 +3,9 @@
     build (tokenizer, data, model, strategy, optimizer: each from its config node) → validate →
     evaluate the base → apply the strategy → fit → evaluate the tuned model → export → summary.json
 
-Everything is read from ``cfg`` here (mostly through ``hydra.utils.instantiate`` on ``_target_``
-nodes) and passed down as objects or plain typed arguments; no module below this one sees the config.
+Everything is read from ``cfg`` here and in its helpers beside it (``instantiate``, ``tracking``,
+``config_check``), mostly through ``hydra.utils.instantiate`` on ``_target_`` nodes, and passed down as
+objects or plain typed arguments: no module of data/, models/, eval/ or world/ sees the config.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from instructune.config_check import ConfigError, check_config
+from instructune.config_check import ConfigError, check_answer_room, check_config
 from instructune.data.datamodule import InstructionDataModule
-from instructune.data.tokenizer import load_tokenizer
+from instructune.data.tokenizer_loading import load_tokenizer
 from instructune.env import resolve_wandb_mode
 from instructune.eval.split_evaluation import SplitEvaluation
 from instructune.instantiate import build
 from instructune.models.limits import position_limit
-from instructune.models.loading import count_parameters, load_model, model_folder
+from instructune.models.loading import count_parameters, load_model, local_model_dir
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
 from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.tracking import build_loggers, finish_wandb, log_scores, uses_wandb
+from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
 from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,12 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
     folder = RunFolder(output_dir)
     if not _is_rank_zero():
         return _train_and_evaluate(cfg, folder, sweep_group, rank_zero=False)
-    folder.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    folder.path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     summary: dict[str, Any] = {"status": "running", "versions": package_versions()}
     try:
         check_config(cfg)
+        folder.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         summary["config"] = _config_digest(cfg)
         summary.update(_train_and_evaluate(cfg, folder, sweep_group))
         summary["status"] = "ok"
@@ -97,11 +99,12 @@ def build_parts(cfg: DictConfig) -> Parts:
     validate(cfg, strategy, optimizer)
     optimizer = optimizer.with_default_lr(strategy.lr)
     if cfg.model.name_or_path and not cfg.model.from_config:
-        model_folder(cfg.model.name_or_path)  # a missing local folder: one line, not the hub's "Repo id ..."
+        local_model_dir(cfg.model.name_or_path)  # a missing local folder: one line, not the hub's "Repo id ..."
     if cfg.model.tokenizer:
-        model_folder(cfg.model.tokenizer, "tokenizer")
+        local_model_dir(cfg.model.tokenizer, "tokenizer")
     limit = position_limit(cfg.model.name_or_path, _container(cfg.model.from_config), cfg.model.trust_remote_code)
     max_seq_length = fit_to_model(cfg.data.max_seq_length, limit, strategy, cfg.model.name)
+    check_answer_room(cfg.eval.max_new_tokens, limit - strategy.positions_taken if limit else None, cfg.model.name)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
     data: InstructionDataModule = build(cfg.data, "data", drop=("name", "path"), tokenizer=tokenizer,
                                         max_seq_length=max_seq_length)
@@ -146,6 +149,7 @@ def validate(cfg: DictConfig, strategy: Strategy, optimizer: OptimizerConfig) ->
 
 def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | None,
                         rank_zero: bool = True) -> dict[str, Any]:
+    """check → build → base eval → apply the strategy → fit → tuned eval → export → the summary's body."""
     check_config(cfg)  # every setting, before anything is loaded
     ckpt_path = _checkpoint_to_resume(cfg.ckpt_path, folder)
     wandb_mode = resolve_wandb_mode() if uses_wandb(cfg) else None  # no key for online, or no network
@@ -160,26 +164,13 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     for lg in loggers:
         lg.log_hyperparams({"params/trainable": trainable, "params/total": total,
                             "optimizer/lr": parts.optimizer.effective_lr, **_config_digest(cfg)})
-    meter, validated = ThroughputMeter(), _LastValidation()
-    trainer: L.Trainer = build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(folder.path),
-                               callbacks=[meter, validated, *_callbacks(cfg, folder)], **_checkpoint_io(cfg))
-    fit_started = time.perf_counter()
     outcome = "failed"
     try:
-        trainer.fit(module, datamodule=parts.data, ckpt_path=ckpt_path)
-        fit_seconds = time.perf_counter() - fit_started
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        if validated.step != trainer.global_step and trainer.limit_val_batches and parts.data.examples.get("validation"):
-            trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
-        if trainer.global_rank != 0:
-            return {"rank": trainer.global_rank}
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        # FLOPs are counted by re-running one step on rank 0 alone: safe when every rank holds the whole
-        # model (one process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
-        throughput = meter.summary(module, count_flops=type(trainer.strategy).__name__ in
-                                   ("SingleDeviceStrategy", "DDPStrategy"))
+        fitted = fit(cfg, parts, module, folder, loggers, ckpt_path)
+        if fitted.trainer.global_rank != 0:
+            return {"rank": fitted.trainer.global_rank}
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
-        log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, trainer.global_step)
+        log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, fitted.trainer.global_step)
         outcome = "success"
     finally:
         for lg in loggers:
@@ -187,26 +178,63 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         finish_wandb()
     parts.evaluation.write_predictions(folder.predictions)
     if cfg.export:
-        meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture,
-                "peft": parts.strategy.name, "adapter_only": parts.strategy.adapter_only}
-        log.info("saved %s to %s", "adapter" if parts.strategy.adapter_only else "model",
-                 folder.export(model, parts.tokenizer, parts.data.prompt_style, meta))
+        export(cfg, parts, model, folder)
     result: dict[str, Any] = {
         "data": {split: len(examples) for split, examples in parts.data.examples.items()},
         "lengths": {"max_seq_length": parts.data.max_seq_length, "overlength": parts.data.overlength,
                     **parts.data.length_report},
         "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},
         "lr": parts.optimizer.effective_lr,
-        "steps": trainer.global_step,
-        "fit_seconds": round(fit_seconds, 2),
-        "throughput": throughput,
-        "metrics": metrics,
+        "steps": fitted.trainer.global_step,
+        "fit_seconds": round(fitted.seconds, 2),
+        "throughput": fitted.throughput,
+        "metrics": fitted.metrics,
         "eval": {"base": base_scores, "tuned": tuned_scores},
         "samples": parts.evaluation.samples(cfg.eval.samples),
         "model_dir": str(folder.model_dir) if cfg.export else None,
     }
     print(format_run_table(result))
     return result
+
+
+@dataclass
+class Fitted:
+    trainer: L.Trainer
+    seconds: float
+    metrics: dict[str, float]
+    throughput: dict[str, Any]
+
+
+def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: RunFolder, loggers: list[Any],
+        ckpt_path: str | None) -> Fitted:
+    """The Trainer from its node, the fit, one more validation if the last step was not validated, and
+    the throughput of the training batches (FLOPs from one step re-run on rank 0)."""
+    meter, validated = ThroughputMeter(), _LastValidation()
+    trainer: L.Trainer = build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(folder.path),
+                               callbacks=[meter, validated, *_callbacks(cfg, folder),
+                                          *progress_bar(cfg.trainer.get("enable_progress_bar", True))],
+                               **_checkpoint_io(cfg))
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=parts.data, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - started
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    if validated.step != trainer.global_step and trainer.limit_val_batches and parts.data.examples.get("validation"):
+        trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if trainer.global_rank != 0:
+        return Fitted(trainer, seconds, metrics, {})
+    # counting FLOPs re-runs one step on rank 0 alone: safe when every rank holds the whole model (one
+    # process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
+    sharded = type(trainer.strategy).__name__ not in ("SingleDeviceStrategy", "DDPStrategy")
+    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded))
+
+
+def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:
+    """<run>/model: the adapter (peft strategies) or the whole model, tokenizer, prompt style, meta."""
+    meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture,
+            "peft": parts.strategy.name, "adapter_only": parts.strategy.adapter_only}
+    log.info("saved %s to %s", "adapter" if parts.strategy.adapter_only else "model",
+             folder.export(model, parts.tokenizer, parts.data.prompt_style, meta))
 
 
 class _LastValidation(L.Callback):
@@ -228,10 +256,10 @@ def _checkpoint_to_resume(ckpt_path: str | None, folder: RunFolder) -> str | Non
     if ckpt_path is None:
         return None
     path = folder.checkpoints / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
+    if not path.exists():
         where = f"{folder.checkpoints} has no last.ckpt" if ckpt_path == "last" else f"{path} does not exist"
         raise ConfigError(f"ckpt_path={ckpt_path}: {where}; nothing to resume (drop ckpt_path to start afresh)")
-    if not zipfile.is_zipfile(path):
+    if path.is_file() and not zipfile.is_zipfile(path):  # (a DeepSpeed checkpoint is a folder)
         raise ConfigError(f"ckpt_path={ckpt_path}: {path} is not a checkpoint (not written by torch.save)")
     return str(path)
 

@@ -18,17 +18,17 @@ def worker(strategy_name: str, steps: int) -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.models.loading import count_parameters
     from instructune.models.module import InstructionTuningModule, OptimizerConfig
-    from instructune.models.strategies import Full, LoRA
+    from instructune.models.strategies import STRATEGIES
     from instructune.world.source import WORLD_GPT2
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(WORLD_GPT2))
     model = GPT2LMHeadModel(GPT2Config())  # the 124M gpt2 architecture (vocab 50257)
     _, params = count_parameters(model)
-    strategy = LoRA() if strategy_name == "lora" else Full()
+    strategy = STRATEGIES[strategy_name]()  # "full" or "lora"
     model = strategy.apply(model, "causal")
     data = workload.instructune_data(workload.records("world"), tokenizer, 256)
     module = InstructionTuningModule(model, "causal", OptimizerConfig(lr=1e-4))

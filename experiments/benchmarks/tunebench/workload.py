@@ -68,7 +68,7 @@ def model_and_tokenizer(name: str, device: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-    from instructune.data.tokenizer import load_tokenizer
+    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.world.source import WORLD_GPT2
 
     torch.manual_seed(0)

@@ -84,6 +84,11 @@ class InstructionDataModule(L.LightningDataModule):
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
+    @property
+    def source_name(self) -> str:
+        """What error messages call the data: its file or dataset name."""
+        return getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
+
     def format_prompt(self, record: Record) -> str:
         return self.prompt_style.format(record["instruction"], record.get("input", ""), self.tokenizer)
 
@@ -110,9 +115,8 @@ class InstructionDataModule(L.LightningDataModule):
                 examples, stats = tokenize(prompts, responses, self.tokenizer, self.max_seq_length, self.architecture,
                                            self.overlength)
             except OverlengthError as e:
-                source = getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
                 start = records[e.index]["instruction"][:50]
-                raise DataError(f"{source} [{split} split] {e} (instruction {start!r}): raise data.max_seq_length "
+                raise DataError(f"{self.source_name} [{split} split] {e} (instruction {start!r}): raise data.max_seq_length "
                                 "(up to what the model takes), or set data.overlength=truncate or drop") from None
             dropped = stats.dropped_empty_response + stats.dropped_overlength
             self.length_report["truncated"][split] = stats.truncated
@@ -129,8 +133,7 @@ class InstructionDataModule(L.LightningDataModule):
                                 f"max_seq_length={self.max_seq_length}; raise data.max_seq_length")
             self.examples[split] = examples
         if stage in (None, "fit") and not self.examples.get("train"):
-            source = getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
-            raise DataError(f"{source}: the train split is empty after loading and filtering; nothing to train on")
+            raise DataError(f"{self.source_name}: the train split is empty after loading and filtering; nothing to train on")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         examples = self.examples[split]

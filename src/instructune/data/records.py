@@ -130,7 +130,7 @@ def split_records(records: list[Record], fractions: SplitFractions, seed: int, w
         if getattr(fractions, name) > 0 and not splits[name]:
             raise DataError(
                 f"{where}: {n} record(s) split {fractions.train}/{fractions.validation}/{fractions.test} "
-                f"leaves the {name} split empty; use more data or other data.splits fractions"
+                f"leaves the {name} split empty; use more data or other data.source.splits fractions"
             )
     return splits
 

@@ -81,12 +81,11 @@ def tokenize_pairs(
             dropped_overlength += 1
             continue
         if architecture == "seq2seq":
+            truncated += len(p) > max_seq_length or len(target) > max_seq_length  # a record counts once
             if len(p) > max_seq_length:
                 p = p[: max_seq_length - 1] + p[-1:]  # keep the encoder's closing special token
-                truncated += 1
             if len(target) > max_seq_length:
                 target = target[:max_seq_length]
-                truncated += 1
             examples.append(TokenizedExample(list(p), len(p), target))
             continue
         full = list(p) + target

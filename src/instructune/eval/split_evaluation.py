@@ -26,7 +26,7 @@ class SplitEvaluation:
                  max_examples: int | None = None, max_new_tokens: int = 32, batch_size: int = 32,
                  max_length: int | None = None) -> None:
         """``max_length``: positions the model has for prompt + answer (None: no limit); longer prompts
-        keep their end (the instruction's tail and the response cue), counted in ``prompts_cut``."""
+        keep their end (the instruction's tail and the response cue)."""
         self.tokenizer = tokenizer
         self.architecture = architecture
         self.max_new_tokens = max_new_tokens

@@ -29,3 +29,16 @@ def position_limit(name_or_path: str | None, from_config: dict[str, Any] | None 
         return None  # T5 family: relative position buckets
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     return int(limit) if limit else None
+
+
+def positions_left(model: Any) -> int | None:
+    """Positions a loaded (possibly peft-wrapped) model has for prompt and answer together: its
+    absolute positions less prompt / prefix virtual tokens; None for relative-position models."""
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False) and getattr(config, "relative_attention_num_buckets", None):
+        return None
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    peft_config = (getattr(model, "peft_config", None) or {}).get("default")
+    return int(limit) - int(getattr(peft_config, "num_virtual_tokens", 0) or 0)

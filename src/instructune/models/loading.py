@@ -59,7 +59,7 @@ def load_model(
         return model.to(torch_dtype) if torch_dtype else model
     if not name_or_path:
         raise ModelError("set model.name_or_path (hub name or local folder) or model.from_config")
-    local = model_folder(name_or_path)
+    local = local_model_dir(name_or_path)
     if local is not None:
         if not any((local / f).is_file() for f in _WEIGHT_FILES):
             raise ModelError(f"{name_or_path}: the folder has config.json but no weights ({', '.join(_WEIGHT_FILES[::2])})")
@@ -79,7 +79,7 @@ def load_model(
         raise ModelError(f"{name_or_path}: could not load the weights: {str(e).splitlines()[0]}") from None
 
 
-def model_folder(name_or_path: str, kind: str = "model") -> Path | None:
+def local_model_dir(name_or_path: str, kind: str = "model") -> Path | None:
     """The local folder ``name_or_path`` names, or None for a hub name (``gpt2``, ``org/model``).
 
     A path that is local (it exists, starts with ``./``, ``../``, ``/`` or ``~``, or is no hub name)

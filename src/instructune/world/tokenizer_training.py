@@ -7,7 +7,7 @@ after ``### Response:\\n`` (the response is tokenised on its own) and an input w
 removes the spaces it added around line breaks.
 
 Only the build tool (``tools/build_world.py``) trains one; runs load the committed tokenizer through
-``instructune.data.tokenizer.load_tokenizer``.
+``instructune.data.tokenizer_loading.load_tokenizer``.
 """
 
 from __future__ import annotations
