@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_module
 
+from conftest import REPO
 from instructune.config_check import ConfigError, check_config
 from instructune.entry import register_resolvers
 
@@ -28,6 +29,9 @@ CASES = {
     "masking=maybe": "masking='maybe': must be true or false",
     "peft.r=0": "peft.r=0: must be an integer >= 1",
     "model.architecture=encoder": "model.architecture='encoder': must be causal or seq2seq",
+    "data.source.max_items_per_task=0": "data.source.max_items_per_task=0: must be an integer >= 1",
+    "checkpoint=steps checkpoint.every_n_train_steps=0": "checkpoint.every_n_train_steps=0: must be an integer >= 1",
+    "trainer.devices=0": "trainer.devices=0: must be an integer >= 1, auto, or a list of device ids",
 }
 
 
@@ -40,12 +44,13 @@ def _cfg(*overrides: str):
 @pytest.mark.parametrize("override", sorted(CASES))
 def test_bad_settings_are_one_line_naming_key_value_and_allowed(override):
     with pytest.raises(ConfigError) as caught:
-        check_config(_cfg(override))
+        check_config(_cfg(*override.split()))
     assert str(caught.value) == CASES[override]
 
 
 @pytest.mark.parametrize("overrides", [[], ["peft=prompt"], ["peft=full", "trainer.max_steps=-1", "trainer.max_epochs=2"],
-                                       ["model=world-t5", "data=json", "data.path=x.json"], ["trainer=gpu"]])
+                                       ["model=world-t5", "data=json", "data.path=x.json"], ["trainer=gpu"],
+                                       ["trainer=ddp"], ["trainer.devices=[0,1]"], ["checkpoint=steps"]])
 def test_the_shipped_settings_pass(overrides):
     check_config(_cfg(*overrides))
 
@@ -76,3 +81,8 @@ def test_the_answer_must_leave_room_for_the_prompt():
         check_answer_room(300, 256, "world-gpt2")
     assert str(caught.value) == ("eval.max_new_tokens=300: model=world-gpt2 has 256 positions for prompt and answer "
                                  "together; set eval.max_new_tokens below 256")
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_shipped_experiment_passes_the_checks(experiment):
+    check_config(_cfg(f"experiment={experiment}"))

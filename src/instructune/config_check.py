@@ -60,6 +60,13 @@ def _val_interval(v: Any) -> bool:  # Lightning: an int counts batches, a float 
     return _int(1)(v) or (isinstance(v, float) and 0 < v <= 1)
 
 
+def _devices(v: Any) -> bool:  # Lightning: a count, "auto", a list of ids, or "0,1"
+    from omegaconf import ListConfig
+
+    return _int(1)(v) or v == -1 or v == "auto" or isinstance(v, list | ListConfig) or (
+        isinstance(v, str) and all(p.strip().isdigit() for p in v.split(",") if p.strip()))
+
+
 def _limit(v: Any) -> bool:
     return _int(0)(v) or (isinstance(v, float) and 0 <= v <= 1)
 
@@ -86,6 +93,18 @@ RULES: tuple[Rule, ...] = (
     Rule("data.packing", _bool, "true or false"),
     Rule("data.cache", _bool, "true or false"),
     Rule("data.overlength", _choice("truncate", "drop", "error"), "truncate, drop or error"),
+    Rule("data.source.splits.train", _number(0, 1), "a fraction in [0, 1]"),
+    Rule("data.source.splits.validation", _number(0, 1), "a fraction in [0, 1]"),
+    Rule("data.source.splits.test", _number(0, 1), "a fraction in [0, 1]"),
+    Rule("data.source.max_records", _int(1), "an integer >= 1 (or null: every record)", nullable=True),
+    Rule("data.source.max_train_records", _int(1), "an integer >= 1 (or null: every record)", nullable=True),
+    Rule("data.source.max_items_per_task", _int(1), "an integer >= 1"),
+    Rule("data.source.train_phrasings_per_item", _int(1), "an integer >= 1"),
+    Rule("data.source.skip_invalid", _bool, "true or false"),
+    Rule("checkpoint.every_n_epochs", _int(1), "an integer >= 1"),
+    Rule("checkpoint.every_n_train_steps", _int(1), "an integer >= 1"),
+    Rule("trainer.devices", _devices, "an integer >= 1, auto, or a list of device ids"),
+    Rule("trainer.num_nodes", _int(1), "an integer >= 1"),
     Rule("trainer.max_steps", _steps, "an integer >= 1, or -1 (train for trainer.max_epochs)"),
     Rule("trainer.max_epochs", _steps, "an integer >= 1, or -1", nullable=True),
     Rule("trainer.accumulate_grad_batches", _int(1), "an integer >= 1"),
