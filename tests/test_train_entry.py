@@ -208,8 +208,11 @@ def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
     from instructune.cli import main as instructune_cli
 
     instructune_cli(["report", str(tmp_path)])  # returns (exit status 0) where a failure would sys.exit
-    table = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| `")]
-    assert len(table) == 4 and all(line.endswith("| ok |") for line in table)
+    report = (tmp_path / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    # 4 configurations in the main table and the Wilson table, 3 paired against the first one
+    assert len(rows) == 4 + 4 + 3 and sum(line.endswith("| ok |") for line in rows) == 4
+    assert "## Paired comparisons" in report and "Correction: Holm over the k = 3 comparison(s)" in report
     assert (tmp_path / "val_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,9 +1,12 @@
 """Turn a multirun folder into ``report.md`` and PNG plots: one row per configuration (the job's
-overrides without ``seed``), metrics as mean ± 95% CI across seeds, failed jobs as failed rows."""
+overrides without ``seed``), metrics as mean ± 95% CI across seeds, failed jobs as failed rows; the
+tuned exact match pooled over items with a Wilson interval, and each configuration against the first
+by an exact McNemar test on items paired by seed, Holm-corrected across the report's comparisons."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -11,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instructune.run_folder import job_overrides, read_summary, sweep_jobs
+from instructune.eval.metrics import exact_match
+from instructune.run_folder import PREDICTIONS_FILE, job_overrides, read_summary, sweep_jobs
+from instructune.stats import exact_mcnemar, holm, wilson_interval
 from instructune.sweep_plots import cost_figure, exact_match_figure, save_figure, val_loss_figure
 
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (scipy is not a dependency for one
@@ -94,15 +99,23 @@ def format_stat(stat: tuple[float, float, int] | None, percent: bool) -> str:
     return text
 
 
+def _cells(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _head(header: list[str]) -> list[str]:
+    return [_cells(header), "|" + "|".join("---" for _ in header) + "|"]
+
+
 def markdown_table(rows: list[Row]) -> str:
     header = ["configuration", "seeds", *[name for name, _ in METRICS], "trainable params", "wall s",
               "real tokens/s", "MFU", "status"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = _head(header)
     for row in rows:
         ok = [j for j in row.jobs if j.status == "ok"]
         failed = [j.status for j in row.jobs if j.status != "ok"]
         params = {int(j.summary["params"]["trainable"]) for j in ok if j.summary and "params" in j.summary}
-        wall = [j.summary["wall_seconds"] for j in ok if j.summary]
+        wall = [v for j in ok if (v := j.value("wall_seconds")) is not None]
         speed = [v for j in ok if (v := j.value("throughput.real_tokens_per_s")) is not None]
         mfu = [v for j in ok if (v := j.value("throughput.mfu")) is not None]
         cells = [f"`{row.label}`", str(len(row.jobs)),
@@ -112,8 +125,94 @@ def markdown_table(rows: list[Row]) -> str:
                  f"{statistics.fmean(speed):,.0f}" if speed else "-",
                  f"{100 * statistics.fmean(mfu):.1f}%" if mfu else "-",
                  "ok" if not failed else f"{len(failed)} failed: " + "; ".join(sorted(set(failed)))[:200]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(_cells(cells))
     return "\n".join(lines) + "\n"
+
+
+def wilson_section(rows: list[Row]) -> list[str]:
+    """Tuned exact match pooled over every test item of every seed of a configuration (correct items
+    from each summary's ``eval.tuned.all`` × ``eval.tuned.n``) with its 95% Wilson interval."""
+    lines = _head(["configuration", "seeds", "correct / n", "tuned EM", "95% Wilson interval"])
+    for row in rows:
+        counts = [(round(em * n), int(n)) for j in row.jobs if j.status == "ok"
+                  and (em := j.value("eval.tuned.all")) is not None and (n := j.value("eval.tuned.n"))]
+        right, n = sum(c for c, _ in counts), sum(n for _, n in counts)
+        low, high = wilson_interval(right, n) if n else (math.nan, math.nan)
+        lines.append(_cells([f"`{row.label}`", str(len(counts)), f"{right} / {n}" if n else "-",
+                             f"{100 * right / n:.1f}%" if n else "-",
+                             f"{100 * low:.1f}% – {100 * high:.1f}%" if n else "-"]))
+    return ["## Tuned exact match pooled over items and seeds", "",
+            "Correct test items over all items of all seeds of a configuration (n = items × seeds) with the "
+            "95% Wilson score interval. It counts items as independent draws: item sampling noise, not the "
+            "seed-to-seed spread of the ± column above.", "", *lines, ""]
+
+
+@dataclass
+class Pairing:
+    """One configuration against the baseline on items paired by (seed, item index)."""
+
+    label: str
+    hits: list[tuple[bool, bool]] = field(default_factory=list)  # (baseline right, arm right) per pair
+    skipped: int = 0  # same seed and index but a different item, or an item one side lacks
+    seeds: list[str] = field(default_factory=list)
+
+    def discordant(self) -> tuple[int, int]:
+        """(b, c): pairs only the baseline got right, pairs only the arm got right."""
+        return sum(x and not y for x, y in self.hits), sum(y and not x for x, y in self.hits)
+
+
+def _predictions(row: Row) -> dict[str | None, list[dict[str, Any]]]:
+    """seed -> the ``predictions.jsonl`` lines of the row's first successful job with that seed."""
+    found: dict[str | None, list[dict[str, Any]]] = {}
+    for job in row.jobs:
+        path = job.folder / PREDICTIONS_FILE
+        if job.status == "ok" and job.seed not in found and path.is_file():
+            found[job.seed] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return found
+
+
+def pair(base: Row, arm: Row) -> Pairing:
+    """Items matched by seed and index (same instruction, input and reference), each side's tuned
+    answer scored by the runs' own exact match."""
+    result, base_preds, arm_preds = Pairing(arm.label), _predictions(base), _predictions(arm)
+    for seed in [s for s in base_preds if s in arm_preds]:
+        result.seeds.append(str(seed))
+        left, right = base_preds[seed], arm_preds[seed]
+        for i in range(max(len(left), len(right))):
+            x, y = (left[i] if i < len(left) else {}), (right[i] if i < len(right) else {})
+            same = x and y and all(x.get(k) == y.get(k) for k in ("instruction", "input", "reference"))
+            if not same or None in (x.get("tuned"), y.get("tuned")):
+                result.skipped += 1
+            else:
+                result.hits.append((exact_match(x["tuned"], x["reference"]), exact_match(y["tuned"], y["reference"])))
+    return result
+
+
+def paired_section(rows: list[Row]) -> list[str]:
+    """Every configuration against the first: exact McNemar p, Holm-adjusted over the comparisons
+    that have pairs."""
+    if len(rows) < 2:
+        return []
+    pairings = [pair(rows[0], row) for row in rows[1:]]
+    tested = [p for p in pairings if p.hits]
+    adjusted = dict(zip(map(id, tested), holm([exact_mcnemar(*p.discordant()) for p in tested]), strict=True))
+    lines = _head(["configuration", "n pairs", "baseline EM", "arm EM", "difference", "b", "c", "p", "Holm p"])
+    for p in pairings:
+        n, (b, c) = len(p.hits), p.discordant()
+        base, arm = (100 * sum(h[k] for h in p.hits) / n if n else math.nan for k in (0, 1))
+        ps = [f"{q:.4f}" if q >= 1e-4 else "<0.0001" for q in (exact_mcnemar(b, c), adjusted[id(p)])] if n else []
+        lines.append(_cells([f"`{p.label}`", str(n), *([f"{base:.1f}%", f"{arm:.1f}%", f"{arm - base:+.1f} pp",
+                                                        str(b), str(c), *ps] if n else ["-"] * 7)]))
+    notes = [f"`{p.label}`: {len(p.hits)} pairs over seeds {', '.join(p.seeds) or '(none in common)'}"
+             + (f", {p.skipped} skipped (the items at the same seed and index differ, or one side lacks one)"
+                if p.skipped else "") for p in pairings]
+    return ["## Paired comparisons", "", f"Baseline: `{rows[0].label}` (the first configuration).", "", *lines, "",
+            "Test: exact McNemar test (two-sided binomial test on the discordant pairs; b = baseline right and "
+            "arm wrong, c = baseline wrong and arm right) on item-level pairs of tuned answers matched by seed and "
+            "test item (same instruction, input and reference), scored by the runs' exact match; EM columns are "
+            "over the paired items.", "",
+            f"Correction: Holm over the k = {len(tested)} comparison(s) in this report.", "",
+            "n: " + "; ".join(notes) + ".", ""]
 
 
 def _plots(rows: list[Row], out: Path) -> tuple[list[Path], dict[str, list[str]]]:
@@ -189,7 +288,7 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
     common = common_overrides(sweep_dir)
     if common:
         text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
-    text += [markdown_table(rows)]
+    text += [markdown_table(rows), *wilson_section(rows), *paired_section(rows)]
     if notes:
         text += ["No validation-loss curve for:", "", *[f"- {', '.join(f'`{label}`' for label in labels)}: {reason}."
                                                        for reason, labels in notes.items()], ""]
