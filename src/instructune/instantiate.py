@@ -23,11 +23,6 @@ def build(node: DictConfig | dict[str, Any], what: str, drop: tuple[str, ...] = 
         node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
     try:
         factory = instantiate(node, _partial_=True)
-        inspect.signature(factory.func).bind(*factory.args, **{**factory.keywords, **runtime})
-    except TypeError as e:  # a key the constructor does not take, or a missing one
-        func = factory.func
-        name = f"{func.__qualname__}.__init__" if isinstance(func, type) else func.__qualname__
-        raise ConfigError(f"{what}: {name}() {e}") from None
     except InstantiationException as e:
         cause: BaseException = e
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
@@ -35,4 +30,10 @@ def build(node: DictConfig | dict[str, Any], what: str, drop: tuple[str, ...] = 
         if isinstance(cause, ValueError) and not isinstance(cause, InstantiationException):
             raise cause from None  # our own clear errors (DataError, ModelError) pass through
         raise ConfigError(f"{what}: {str(cause).splitlines()[0]}") from None
+    try:
+        inspect.signature(factory.func).bind(*factory.args, **{**factory.keywords, **runtime})
+    except TypeError as e:  # a key the constructor does not take, or a missing one
+        func = factory.func
+        name = f"{func.__qualname__}.__init__" if isinstance(func, type) else func.__qualname__
+        raise ConfigError(f"{what}: {name}() {e}") from None
     return factory(**runtime)

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from instructune.config_check import ConfigError
+from instructune.run_folder import JOB_CONFIG_FILE
 
 log = logging.getLogger("instructune")
 
@@ -39,7 +40,7 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     changing a config group mid-run would not be the same run)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    saved = run_dir / ".hydra" / "config.yaml"
+    saved = run_dir / JOB_CONFIG_FILE
     if not saved.is_file():
         raise ConfigError(f"{KEY}={run_dir}: no .hydra/config.yaml there; is it a run folder of train.py?")
     cfg = OmegaConf.load(saved)

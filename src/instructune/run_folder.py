@@ -33,6 +33,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 META_FILE = "instructune.json"
+JOB_CONFIG_FILE = ".hydra/config.yaml"  # what Hydra composed, interpolations unresolved
 
 
 class RunFolder:
@@ -144,6 +145,21 @@ def resolve_base(reference: str, model_dir: Path) -> str:
         return str(ASSETS / reference.removeprefix(ASSET_PREFIX))
     relative = model_dir / reference
     return str(relative.resolve()) if not Path(reference).is_absolute() and relative.is_dir() else reference
+
+
+def read_predictions(run_dir: Path) -> list[dict[str, Any]] | None:
+    """A run's ``predictions.jsonl`` (one dict per evaluated example), or None when it has none."""
+    path = run_dir / PREDICTIONS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
+
+
+def read_job_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config Hydra composed for a run (``.hydra/config.yaml``, interpolations unresolved), or None."""
+    import yaml
+
+    path = run_dir / JOB_CONFIG_FILE
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return config if isinstance(config, dict) else None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

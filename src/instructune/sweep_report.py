@@ -6,7 +6,6 @@ by an exact McNemar test on items paired by seed, Holm-corrected across the repo
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.eval.metrics import exact_match
-from instructune.run_folder import PREDICTIONS_FILE, job_overrides, read_summary, sweep_jobs
+from instructune.run_folder import job_overrides, read_job_config, read_predictions, read_summary, sweep_jobs
 from instructune.stats import exact_mcnemar, holm, wilson_interval
 from instructune.sweep_plots import cost_figure, exact_match_figure, save_figure, val_loss_figure
 
@@ -161,20 +160,19 @@ class Pairing:
         return sum(x and not y for x, y in self.hits), sum(y and not x for x, y in self.hits)
 
 
-def _predictions(row: Row) -> dict[str | None, list[dict[str, Any]]]:
+def predictions_by_seed(row: Row) -> dict[str | None, list[dict[str, Any]]]:
     """seed -> the ``predictions.jsonl`` lines of the row's first successful job with that seed."""
     found: dict[str | None, list[dict[str, Any]]] = {}
     for job in row.jobs:
-        path = job.folder / PREDICTIONS_FILE
-        if job.status == "ok" and job.seed not in found and path.is_file():
-            found[job.seed] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if job.status == "ok" and job.seed not in found and (lines := read_predictions(job.folder)) is not None:
+            found[job.seed] = lines
     return found
 
 
-def pair(base: Row, arm: Row) -> Pairing:
+def pair(base_preds: dict[str | None, list[dict[str, Any]]], arm: Row) -> Pairing:
     """Items matched by seed and index (same instruction, input and reference), each side's tuned
     answer scored by the runs' own exact match."""
-    result, base_preds, arm_preds = Pairing(arm.label), _predictions(base), _predictions(arm)
+    result, arm_preds = Pairing(arm.label), predictions_by_seed(arm)
     for seed in [s for s in base_preds if s in arm_preds]:
         result.seeds.append(str(seed))
         left, right = base_preds[seed], arm_preds[seed]
@@ -193,7 +191,8 @@ def paired_section(rows: list[Row]) -> list[str]:
     that have pairs."""
     if len(rows) < 2:
         return []
-    pairings = [pair(rows[0], row) for row in rows[1:]]
+    baseline = predictions_by_seed(rows[0])  # read once for all comparisons
+    pairings = [pair(baseline, row) for row in rows[1:]]
     tested = [p for p in pairings if p.hits]
     adjusted = dict(zip(map(id, tested), holm([exact_mcnemar(*p.discordant()) for p in tested]), strict=True))
     lines = _head(["configuration", "n pairs", "baseline EM", "arm EM", "difference", "b", "c", "p", "Holm p"])
@@ -254,11 +253,8 @@ def _no_validation(row: Row) -> str:
 
 def _trainer_setting(job_dir: Path, key: str) -> Any:
     """``trainer.<key>`` of the config Hydra composed for the job (``.hydra/config.yaml``), or None."""
-    import yaml
-
-    path = job_dir / ".hydra" / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.is_file() else None
-    trainer = config.get("trainer") if isinstance(config, dict) else None
+    config = read_job_config(job_dir)
+    trainer = config.get("trainer") if config else None
     return trainer.get(key) if isinstance(trainer, dict) else None
 
 

@@ -25,6 +25,10 @@ def position_limit(name_or_path: str | None, from_config: dict[str, Any] | None 
     except (OSError, ValueError, KeyError) as e:
         log.debug("no position limit read for %s: %s", name_or_path, e)
         return None
+    return _absolute_positions(config)
+
+
+def _absolute_positions(config: Any) -> int | None:
     if getattr(config, "is_encoder_decoder", False) and getattr(config, "relative_attention_num_buckets", None):
         return None  # T5 family: relative position buckets
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
@@ -34,11 +38,8 @@ def position_limit(name_or_path: str | None, from_config: dict[str, Any] | None 
 def positions_left(model: Any) -> int | None:
     """Positions a loaded (possibly peft-wrapped) model has for prompt and answer together: its
     absolute positions less prompt / prefix virtual tokens; None for relative-position models."""
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False) and getattr(config, "relative_attention_num_buckets", None):
-        return None
-    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-    if not limit:
+    limit = _absolute_positions(model.config)
+    if limit is None:
         return None
     peft_config = (getattr(model, "peft_config", None) or {}).get("default")
-    return int(limit) - int(getattr(peft_config, "num_virtual_tokens", 0) or 0)
+    return limit - int(getattr(peft_config, "num_virtual_tokens", 0) or 0)
