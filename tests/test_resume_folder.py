@@ -40,16 +40,16 @@ def test_resume_requests_are_parsed_and_checked(tmp_path):
 
 def test_ckpt_path_must_name_a_checkpoint(tmp_path):
     from instructune.run_folder import RunFolder
-    from instructune.train import _checkpoint_to_resume
+    from instructune.trainer_parts import checkpoint_to_resume
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not a checkpoint")
     with pytest.raises(ConfigError) as caught:
-        _checkpoint_to_resume(str(notes), RunFolder(tmp_path))
+        checkpoint_to_resume(str(notes), RunFolder(tmp_path))
     assert str(caught.value) == f"ckpt_path={notes}: {notes} is not a checkpoint (not written by torch.save)"
     deepspeed = tmp_path / "checkpoints" / "last.ckpt"
     deepspeed.mkdir(parents=True)  # DeepSpeed writes a folder
-    assert _checkpoint_to_resume("last", RunFolder(tmp_path)) == str(deepspeed)
+    assert checkpoint_to_resume("last", RunFolder(tmp_path)) == str(deepspeed)
 
 
 @pytest.mark.slow

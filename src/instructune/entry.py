@@ -48,7 +48,15 @@ def flat_name(text: str, limit: int = 200) -> str:
     return flat
 
 
+def accumulation_for(tokens_per_step: int, batch_size: int, max_seq_length: int) -> int:
+    """Micro-batches per optimiser step so that one step holds at least ``tokens_per_step`` positions
+    (``conf/trainer/gpu.yaml``: batch x accumulation x length >= 32k, the usual GPU recipe)."""
+    return max(1, -(-int(tokens_per_step) // (int(batch_size) * int(max_seq_length))))
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("instructune.accumulation_for"):
+        OmegaConf.register_new_resolver("instructune.accumulation_for", accumulation_for)
     if not OmegaConf.has_resolver("instructune.asset"):
         OmegaConf.register_new_resolver("instructune.asset", _asset)
     if not OmegaConf.has_resolver("instructune.flat"):

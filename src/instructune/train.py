@@ -35,10 +35,15 @@ from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
+from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
+from instructune.trainer_parts import callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
 from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
+
+# Keys of the trainer node that are instructune's, not Lightning.Trainer arguments (dropped before it is built).
+NOT_TRAINER_ARGS = ("compile",)
 
 
 def _is_rank_zero() -> bool:
@@ -88,6 +93,7 @@ class Parts:
     strategy: Strategy
     optimizer: OptimizerConfig
     evaluation: SplitEvaluation
+    kernels: dict[str, Any]  # attention implementation and GPU shape choices, for summary.json
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -105,9 +111,13 @@ def build_parts(cfg: DictConfig) -> Parts:
     limit = position_limit(cfg.model.name_or_path, _container(cfg.model.from_config), cfg.model.trust_remote_code)
     max_seq_length = fit_to_model(cfg.data.max_seq_length, limit, strategy, cfg.model.name)
     check_answer_room(cfg.eval.max_new_tokens, limit - strategy.positions_taken if limit else None, cfg.model.name)
+    on_cuda = runs_on_cuda(cfg.trainer.accelerator)
+    shapes = shape_choices(on_cuda, cfg.data.get("pad_to_multiple_of"), cfg.data.get("drop_last"))
+    compile_with = compile_options(_container(cfg.trainer.get("compile")))
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
     data: InstructionDataModule = build(cfg.data, "data", drop=("name", "path"), tokenizer=tokenizer,
-                                        max_seq_length=max_seq_length)
+                                        max_seq_length=max_seq_length, pad_to_multiple_of=shapes.pad_to_multiple_of,
+                                        drop_last=shapes.drop_last)
     data.setup("fit")
     model = load_model(cfg.model.name_or_path, cfg.model.architecture, _container(cfg.model.from_config),
                        cfg.model.dtype, cfg.model.trust_remote_code)
@@ -116,7 +126,8 @@ def build_parts(cfg: DictConfig) -> Parts:
     evaluation = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.split, cfg.eval.max_examples,
                                  cfg.eval.max_new_tokens, cfg.eval.batch_size,
                                  max_length=limit - strategy.positions_taken if limit else None)
-    return Parts(tokenizer, data, model, strategy, optimizer, evaluation)
+    kernels = kernel_report(model, on_cuda, configure_attention(on_cuda), shapes, compile_with)
+    return Parts(tokenizer, data, model, strategy, optimizer, evaluation, kernels)
 
 
 def fit_to_model(max_seq_length: int, limit: int | None, strategy: Strategy, model_name: str) -> int:
@@ -151,7 +162,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
                         rank_zero: bool = True) -> dict[str, Any]:
     """check → build → base eval → apply the strategy → fit → tuned eval → export → the summary's body."""
     check_config(cfg)  # every setting, before anything is loaded
-    ckpt_path = _checkpoint_to_resume(cfg.ckpt_path, folder)
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, folder)
     wandb_mode = resolve_wandb_mode() if uses_wandb(cfg) else None  # no key for online, or no network
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_parts(cfg)
@@ -188,6 +199,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         "steps": fitted.trainer.global_step,
         "fit_seconds": round(fitted.seconds, 2),
         "throughput": fitted.throughput,
+        "kernels": parts.kernels,
         "metrics": fitted.metrics,
         "eval": {"base": base_scores, "tuned": tuned_scores},
         "samples": parts.evaluation.samples(cfg.eval.samples),
@@ -210,10 +222,13 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     """The Trainer from its node, the fit, one more validation if the last step was not validated, and
     the throughput of the training batches (FLOPs from one step re-run on rank 0)."""
     meter, validated = ThroughputMeter(), _LastValidation()
-    trainer: L.Trainer = build(cfg.trainer, "trainer", logger=loggers or False, default_root_dir=str(folder.path),
-                               callbacks=[meter, validated, *_callbacks(cfg, folder),
+    if parts.kernels["compile"] is not None:
+        module.compile_model(**parts.kernels["compile"])
+    trainer: L.Trainer = build(cfg.trainer, "trainer", drop=NOT_TRAINER_ARGS, logger=loggers or False,
+                               default_root_dir=str(folder.path),
+                               callbacks=[meter, validated, *callbacks_from_config(cfg, folder),
                                           *progress_bar(cfg.trainer.get("enable_progress_bar", True))],
-                               **_checkpoint_io(cfg))
+                               **checkpoint_plugins(cfg))
     started = time.perf_counter()
     trainer.fit(module, datamodule=parts.data, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - started
@@ -246,40 +261,6 @@ class _LastValidation(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self.step = trainer.global_step
-
-
-def _checkpoint_to_resume(ckpt_path: str | None, folder: RunFolder) -> str | None:
-    """``last`` is this run folder's newest checkpoint; a path must be a checkpoint file. Either
-    missing is an error: a resume that silently started afresh would mislead."""
-    import zipfile
-
-    if ckpt_path is None:
-        return None
-    path = folder.checkpoints / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.exists():
-        where = f"{folder.checkpoints} has no last.ckpt" if ckpt_path == "last" else f"{path} does not exist"
-        raise ConfigError(f"ckpt_path={ckpt_path}: {where}; nothing to resume (drop ckpt_path to start afresh)")
-    if path.is_file() and not zipfile.is_zipfile(path):  # (a DeepSpeed checkpoint is a folder)
-        raise ConfigError(f"ckpt_path={ckpt_path}: {path} is not a checkpoint (not written by torch.save)")
-    return str(path)
-
-
-def _callbacks(cfg: DictConfig, folder: RunFolder) -> list[Any]:
-    """The checkpoint group's callback (writing to <run>/checkpoints), then ``callbacks.*``."""
-    built = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
-             if node is not None]
-    if cfg.checkpoint.get("_target_"):
-        built.insert(0, build(cfg.checkpoint, "checkpoint", dirpath=str(folder.checkpoints)))
-    return built
-
-
-def _checkpoint_io(cfg: DictConfig) -> dict[str, Any]:
-    """Checkpoints are written atomically and loaded weights-only whenever there are any."""
-    if not cfg.checkpoint.get("_target_"):
-        return {"enable_checkpointing": False}
-    from instructune.models.checkpoint_io import AtomicCheckpointIO
-
-    return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 
 
 def _container(node: Any) -> Any:

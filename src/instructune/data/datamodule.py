@@ -30,7 +30,8 @@ class InstructionDataModule(L.LightningDataModule):
     Training batches: ``group_by_length`` batches similar lengths together (less padding);
     ``packing`` (causal only) fills each row of ``max_seq_length`` positions with several examples
     (``batch_size`` then counts rows). Validation and test batches are never packed or grouped.
-    ``accumulate_grad_batches`` must match the Trainer's: the sampler counts loss tokens per
+    ``pad_to_multiple_of`` and ``drop_last`` keep GPU batch shapes few (``instructune.speed`` picks them
+    per device). ``accumulate_grad_batches`` must match the Trainer's: the sampler counts loss tokens per
     accumulation window so the loss is a true token mean over the whole optimiser step.
     """
 
@@ -53,6 +54,7 @@ class InstructionDataModule(L.LightningDataModule):
         cache: bool = False,
         cache_dir: str | Path | None = None,
         overlength: str = "truncate",
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -71,7 +73,7 @@ class InstructionDataModule(L.LightningDataModule):
         if packing and architecture != "causal":
             raise DataError("data.packing: only causal models can be packed (a seq2seq encoder has no "
                             "per-document position ids); set data.packing=false")
-        self.group_by_length, self.packing = group_by_length, packing
+        self.group_by_length, self.packing, self.drop_last = group_by_length, packing, drop_last
         self.accumulate_grad_batches = accumulate_grad_batches
         self.cache = TokenCache(cache_dir) if cache else None
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -152,7 +154,8 @@ class InstructionDataModule(L.LightningDataModule):
                      for e in examples],
             loss_tokens=[loss_token_count(e, self.masking, self.architecture) for e in examples],
             batch_size=self.batch_size, seed=self.seed, group_by_length=self.group_by_length,
-            accumulate=self.accumulate_grad_batches, pack_width=self.max_seq_length if self.packing else None)
+            accumulate=self.accumulate_grad_batches, pack_width=self.max_seq_length if self.packing else None,
+            drop_last=self.drop_last)
         return DataLoader(ExampleDataset(examples), batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:

@@ -101,15 +101,18 @@ class TrainBatchSampler(Sampler[MicroBatch]):
     packed into one row. Units are shuffled by (seed, epoch); with ``group_by_length`` they are then
     sorted by length inside windows of ``MEGABATCH_FACTOR`` global batches and the resulting batches
     shuffled, so batches hold similar lengths (little padding) but epochs still differ.
+    ``drop_last`` drops the epoch's last global batch when it is partial (one odd batch shape per epoch
+    costs a GPU a new kernel plan or a recompile), unless it is the only batch.
     """
 
     def __init__(self, lengths: Sequence[int], loss_tokens: Sequence[int], batch_size: int, seed: int = 0,
-                 group_by_length: bool = False, accumulate: int = 1, pack_width: int | None = None) -> None:
+                 group_by_length: bool = False, accumulate: int = 1, pack_width: int | None = None,
+                 drop_last: bool = False) -> None:
         if len(lengths) != len(loss_tokens):
             raise ValueError("lengths and loss_tokens must have one entry per example")
         self.lengths, self.loss_tokens = list(lengths), list(loss_tokens)
         self.batch_size, self.seed, self.accumulate = batch_size, seed, max(int(accumulate), 1)
-        self.group_by_length = group_by_length
+        self.group_by_length, self.drop_last = group_by_length, drop_last
         self.packed = bool(pack_width)
         self.units = pack_rows(self.lengths, pack_width) if pack_width else [[i] for i in range(len(lengths))]
         self.epoch = 0
@@ -138,6 +141,8 @@ class TrainBatchSampler(Sampler[MicroBatch]):
             mega = chunk * MEGABATCH_FACTOR
             order = [u for s in range(0, len(order), mega) for u in sorted(order[s : s + mega], key=size, reverse=True)]
         batches = [order[s : s + chunk] for s in range(0, len(order), chunk)]
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < chunk:
+            batches.pop()
         if self.group_by_length:
             shuffle = torch.randperm(len(batches), generator=generator).tolist()
             batches = [batches[i] for i in shuffle]
@@ -158,4 +163,7 @@ class TrainBatchSampler(Sampler[MicroBatch]):
 
     def __len__(self) -> int:
         world, _ = self._world()
-        return -(-len(self.units) // (self.batch_size * world))
+        chunk = self.batch_size * world
+        if self.drop_last and len(self.units) > chunk:
+            return len(self.units) // chunk
+        return -(-len(self.units) // chunk)
