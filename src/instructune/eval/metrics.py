@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 
 def normalize(text: str) -> str:
-    """Exact match compares case-folded text with runs of whitespace collapsed and ends stripped
-    (punctuation is kept: it is part of the answer for tasks such as uppercase or passive voice)."""
-    return " ".join(text.casefold().split())
+    """Exact match compares text with runs of whitespace collapsed and ends stripped. Case and
+    punctuation are kept: they are the answer for tasks such as upper-casing or passive voice (a
+    case-folded match let a lower-case answer pass the world's uppercase task)."""
+    return " ".join(text.split())
 
 
 def exact_match(prediction: str, reference: str) -> bool:
