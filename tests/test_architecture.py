@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from instructune.batch import DTYPE, IGNORE_INDEX, POSITION_IDS, REQUIRED_KEYS, Batch
+from instructune.batch import DTYPE, FLOAT_KEYS, IGNORE_INDEX, LOSS_WEIGHTS, POSITION_IDS, REQUIRED_KEYS, WEIGHT_DTYPE, Batch
 from instructune.models.strategies import STRATEGIES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "instructune"
@@ -61,15 +61,18 @@ class _Window(list):
     row_sizes = [2, 1]
 
 
-@pytest.mark.parametrize("collator", ["causal", "packed", "seq2seq"])
+@pytest.mark.parametrize("collator", ["causal", "packed", "seq2seq", "weighted", "weighted_packed"])
 def test_every_collator_produces_the_batch_contract(collator):
-    """data/ writes exactly what batch.py declares and models/ reads: the required keys, long tensors,
-    nothing undeclared; packed rows add position ids, training windows their loss-token count."""
+    """data/ writes exactly what batch.py declares and models/ reads: the required keys, long tensors
+    (float weights), nothing undeclared; packed rows add position ids, training windows their loss-token
+    count, a prompt-loss weight strictly between 0 and 1 the per-target weights."""
     from instructune.data.collate import CausalCollator, PackedCausalCollator, Seq2SeqCollator
     from instructune.data.tokenize import TokenizedExample
 
     make = {"causal": lambda: CausalCollator(pad_id=0), "packed": lambda: PackedCausalCollator(pad_id=0),
-            "seq2seq": lambda: Seq2SeqCollator(pad_id=0)}[collator]
+            "seq2seq": lambda: Seq2SeqCollator(pad_id=0),
+            "weighted": lambda: CausalCollator(pad_id=0, prompt_weight=0.5),
+            "weighted_packed": lambda: PackedCausalCollator(pad_id=0, prompt_weight=0.5)}[collator]
     if collator == "seq2seq":
         examples = [TokenizedExample([5, 6, 0], 3, labels=[8, 0]), TokenizedExample([9, 0], 2, labels=[11, 12, 0]),
                     TokenizedExample([13, 0], 2, labels=[14, 0])]
@@ -77,9 +80,10 @@ def test_every_collator_produces_the_batch_contract(collator):
         examples = [TokenizedExample([5, 6, 7, 8, 0], 3), TokenizedExample([9, 10, 11, 0], 2),
                     TokenizedExample([13, 14, 0], 2)]
     batch = make()(_Window(examples))
-    extra = {"loss_tokens_in_step"} | ({POSITION_IDS} if collator == "packed" else set())
+    extra = ({"loss_tokens_in_step"} | ({POSITION_IDS} if "packed" in collator else set())
+             | ({LOSS_WEIGHTS} if "weighted" in collator else set()))
     assert set(batch) == {*REQUIRED_KEYS, *extra} and set(batch) <= set(Batch.__annotations__)
-    assert {k: v.dtype for k, v in batch.items()} == dict.fromkeys(batch, DTYPE)
+    assert {k: v.dtype for k, v in batch.items()} == {k: WEIGHT_DTYPE if k in FLOAT_KEYS else DTYPE for k in batch}
     assert batch["loss_tokens_in_step"].item() == 7
     assert (batch["labels"] == IGNORE_INDEX).any()  # padding or prompt targets carry no loss
 

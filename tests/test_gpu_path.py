@@ -104,6 +104,12 @@ def test_compiled_training_matches_eager_on_packed_rows(tiny_dirs):
     assert compiled_loss.item() == pytest.approx(eager_loss.item(), abs=1e-6)
     assert torch.allclose(compiled_grad, eager_grad, atol=1e-6)
     assert set(module.state_dict()) == keys
+    # FLOPs are counted on the plain model: the same count compiled or not
+    from instructune.perf import step_flops
+
+    compiled_flops = step_flops(module, batch)
+    module._compiled = ()
+    assert compiled_flops == step_flops(module, batch) > 0
 
 
 @pytest.mark.parametrize("fused, expected", [(None, {"foreach": True, "fused": None}),

@@ -79,6 +79,8 @@ SPLITS = ("train", "validation", "test")
 RULES: tuple[Rule, ...] = (
     Rule("seed", _int(0, 2**32 - 1), "an integer from 0 to 2**32-1"),
     Rule("masking", _bool, "true or false"),
+    Rule("loss.prompt_weight", _number(0, 1), "a number in [0, 1] (0: masking=true, 1: masking=false), or null "
+         "(what masking says)", nullable=True),
     Rule("export", _bool, "true or false"),
     Rule("model.architecture", _choice("causal", "seq2seq"), "causal or seq2seq"),
     Rule("model.dtype", _choice(*DTYPES), " or ".join(DTYPES), nullable=True),
@@ -91,6 +93,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.pad_to_multiple_of", _int(1), "an integer >= 1", nullable=True),
     Rule("data.group_by_length", _bool, "true or false"),
     Rule("data.packing", _bool, "true or false"),
+    Rule("data.drop_last", _bool, "true or false (or null: true on CUDA)", nullable=True),
     Rule("data.cache", _bool, "true or false"),
     Rule("data.overlength", _choice("truncate", "drop", "error"), "truncate, drop or error"),
     Rule("data.source.splits.train", _number(0, 1), "a fraction in [0, 1]"),
@@ -121,6 +124,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.weight_decay", _number(0), "a number >= 0"),
     Rule("optimizer.warmup_ratio", _number(0, 1, high_open=True), "a number in [0, 1)"),
     Rule("optimizer.schedule", _choice("linear", "cosine", "constant"), "linear, cosine or constant"),
+    Rule("optimizer.fused", _bool, "true or false (or null: fused on CUDA)", nullable=True),
     Rule("peft.lr", _number(0, low_open=True), "a number > 0", nullable=True),
     Rule("peft.r", _int(1), "an integer >= 1"),
     Rule("peft.alpha", _number(0, low_open=True), "a number > 0"),
@@ -154,10 +158,22 @@ def check_config(cfg: DictConfig) -> None:
         if not rule.ok(value):
             raise ConfigError(f"{rule.key}={_show(value)}: must be {rule.allowed}")
     trainer = cfg.get("trainer") or {}
+    _check_strategy_installed(trainer.get("strategy"))
     if trainer.get("max_steps") == -1 and trainer.get("max_epochs") in (None, -1):
         raise ConfigError("trainer.max_steps=-1 with trainer.max_epochs="
                           f"{_show(trainer.get('max_epochs'))}: training would never end; set trainer.max_steps "
                           ">= 1 or trainer.max_epochs >= 1")
+
+
+def _check_strategy_installed(strategy: Any) -> None:
+    """DeepSpeed is an optional package: say so before a model is loaded (Lightning's own message
+    comes only when the Trainer is built, after the model and the base evaluation)."""
+    import importlib.util
+
+    name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "")
+    if "deepspeed" in name.lower() and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"trainer.strategy={name.rsplit('.', 1)[-1]}: the deepspeed package is not installed; "
+                          "pip install deepspeed (on a CUDA machine), or use trainer=fsdp")
 
 
 def _missing(node: DictConfig, prefix: str = "") -> list[str]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from instructune.config_check import ConfigError, check_answer_room, check_config
+from instructune.data.collate import prompt_loss_weight
 from instructune.data.datamodule import InstructionDataModule
 from instructune.data.tokenizer_loading import load_tokenizer
 from instructune.env import resolve_wandb_mode
@@ -79,8 +80,10 @@ def run(cfg: DictConfig, output_dir: Path, sweep_group: str | None = None) -> di
 
 def _config_digest(cfg: DictConfig) -> dict[str, Any]:
     """The few choices a sweep table is keyed by (the full resolved config sits in .hydra/)."""
+    weight = prompt_loss_weight(bool(cfg.masking), cfg.get("loss", {}).get("prompt_weight"))
     return {"model": cfg.model.name, "data": cfg.data.name, "peft": get_class(cfg.peft._target_).name,
-            "masking": bool(cfg.masking), "seed": int(cfg.seed), "prompt_style": cfg.data.prompt.style}
+            "masking": weight == 0, "prompt_weight": weight, "seed": int(cfg.seed),
+            "prompt_style": cfg.data.prompt.style}
 
 
 @dataclass

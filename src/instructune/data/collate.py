@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, POSITION_IDS
+from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, LOSS_WEIGHTS, POSITION_IDS, WEIGHT_DTYPE
 from instructune.data.tokenize import TokenizedExample
 
 
@@ -15,13 +15,26 @@ def _padded_length(n: int, multiple: int | None) -> int:
     return n if not multiple else -(-n // multiple) * multiple
 
 
-def loss_token_count(example: TokenizedExample, masking: bool, architecture: str = "causal") -> int:
-    """How many targets of ``example`` carry loss once collated (the sampler sums these per
-    accumulation window); mirrors the label layout of the collators below."""
+def prompt_loss_weight(masking: bool, prompt_weight: float | None) -> float:
+    """The weight of prompt targets in the loss: ``prompt_weight`` when given (0 is ``masking=true``, 1 is
+    ``masking=false``), else what ``masking`` says. Huerta-Enochian & Ko (EMNLP 2024) study values between."""
+    weight = (0.0 if masking else 1.0) if prompt_weight is None else float(prompt_weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"loss.prompt_weight must be within [0, 1], got {prompt_weight}")
+    return weight
+
+
+def loss_token_count(example: TokenizedExample, masking: bool, architecture: str = "causal",
+                     prompt_weight: float | None = None) -> float:
+    """The loss weight of ``example``'s targets once collated: response targets count 1, prompt targets
+    the prompt-loss weight (0 with masking). The sampler sums these per accumulation window; mirrors the
+    label layout of the collators below."""
     if architecture == "seq2seq":
         return len(example.labels or [])
     n = len(example.input_ids) - 1
-    return n - max(example.prompt_length - 1, 0) if masking else n
+    prompt_targets = max(example.prompt_length - 1, 0)
+    weight = prompt_loss_weight(masking, prompt_weight)
+    return n if weight == 1 else n - prompt_targets + weight * prompt_targets
 
 
 def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> dict[str, torch.Tensor]:
@@ -29,30 +42,36 @@ def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> 
     ranks), which the training loss divides by; absent for evaluation batches."""
     tokens = getattr(examples, "window_tokens", None)
     if tokens is not None:
-        batch[LOSS_TOKENS_IN_STEP] = torch.tensor(tokens, dtype=torch.long)
+        batch[LOSS_TOKENS_IN_STEP] = torch.tensor(tokens, dtype=WEIGHT_DTYPE)
     return batch
 
 
-def _causal_buffers(rows: int, width: int, pad_id: int) -> dict[str, torch.Tensor]:
+def _causal_buffers(rows: int, width: int, pad_id: int, weight: float) -> dict[str, torch.Tensor]:
     shape = (rows, width)
-    return {"input_ids": torch.full(shape, pad_id, dtype=torch.long),
-            "attention_mask": torch.zeros(shape, dtype=torch.long),
-            "labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long),
-            "response_labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long)}
+    batch = {"input_ids": torch.full(shape, pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros(shape, dtype=torch.long),
+             "labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long),
+             "response_labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long)}
+    if 0 < weight < 1:  # 0 and 1 are plain masking on / off: every target weighs the same, no tensor needed
+        batch[LOSS_WEIGHTS] = torch.zeros(shape, dtype=WEIGHT_DTYPE)
+    return batch
 
 
-def _place_shifted(batch: dict[str, torch.Tensor], row: int, at: int, e: TokenizedExample, masking: bool) -> int:
+def _place_shifted(batch: dict[str, torch.Tensor], row: int, at: int, e: TokenizedExample, weight: float) -> int:
     """Write one example, shifted by one (target j is token j+1), at positions ``at..at+n`` of ``row``;
-    returns n. A target belongs to the response once j+1 >= prompt_length; with ``masking`` the
-    prompt's targets stay ``IGNORE_INDEX``."""
+    returns n. A target belongs to the response once j+1 >= prompt_length; with prompt-loss ``weight``
+    0 (masking) the prompt's targets stay ``IGNORE_INDEX``, otherwise they weigh ``weight``."""
     ids = torch.tensor(e.input_ids, dtype=torch.long)
     n = len(e.input_ids) - 1
     first_response_target = max(e.prompt_length - 1, 0)
-    first_target = first_response_target if masking else 0
+    first_target = 0 if weight else first_response_target
     batch["input_ids"][row, at : at + n] = ids[:-1]
     batch["attention_mask"][row, at : at + n] = 1
     batch["labels"][row, at + first_target : at + n] = ids[1 + first_target :]
     batch["response_labels"][row, at + first_response_target : at + n] = ids[1 + first_response_target :]
+    if LOSS_WEIGHTS in batch:
+        batch[LOSS_WEIGHTS][row, at : at + first_response_target] = weight
+        batch[LOSS_WEIGHTS][row, at + first_response_target : at + n] = 1.0
     return n
 
 
@@ -62,18 +81,21 @@ class CausalCollator:
 
     Padding is decided by each sequence's length, never by comparing ids with the pad id (GPT-2's pad
     is its EOS, so an id test would also erase the real EOS the model must learn to emit).
-    With ``masking`` every target that is a prompt token is ``IGNORE_INDEX``.
+    With ``masking`` every target that is a prompt token is ``IGNORE_INDEX``; ``prompt_weight`` (when
+    set, it replaces ``masking``) weighs prompt targets by it instead (``loss_weights``).
     """
 
     pad_id: int
     masking: bool = True
     pad_to_multiple_of: int | None = None
+    prompt_weight: float | None = None
 
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        weight = prompt_loss_weight(self.masking, self.prompt_weight)
         width = _padded_length(max(len(e.input_ids) for e in examples) - 1, self.pad_to_multiple_of)
-        batch = _causal_buffers(len(examples), width, self.pad_id)
+        batch = _causal_buffers(len(examples), width, self.pad_id, weight)
         for row, e in enumerate(examples):
-            _place_shifted(batch, row, 0, e, self.masking)
+            _place_shifted(batch, row, 0, e, weight)
         return _with_window(batch, examples)
 
 
@@ -91,20 +113,22 @@ class PackedCausalCollator:
     pad_id: int
     masking: bool = True
     pad_to_multiple_of: int | None = None
+    prompt_weight: float | None = None
 
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        weight = prompt_loss_weight(self.masking, self.prompt_weight)
         sizes = getattr(examples, "row_sizes", None) or [1] * len(examples)
         rows, start = [], 0
         for size in sizes:
             rows.append(examples[start : start + size])
             start += size
         width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of)
-        batch = _causal_buffers(len(rows), width, self.pad_id)
+        batch = _causal_buffers(len(rows), width, self.pad_id, weight)
         batch[POSITION_IDS] = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):
             at = 0
             for e in row:
-                n = _place_shifted(batch, r, at, e, self.masking)
+                n = _place_shifted(batch, r, at, e, weight)
                 batch[POSITION_IDS][r, at : at + n] = torch.arange(n)
                 at += n
             batch[POSITION_IDS][r, at:] = torch.arange(width - at)

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from instructune.data.cache import TokenCache
-from instructune.data.collate import CausalCollator, PackedCausalCollator, Seq2SeqCollator, loss_token_count
+from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2SeqCollator, loss_token_count,
+                                      prompt_loss_weight)
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
@@ -25,7 +26,8 @@ class InstructionDataModule(L.LightningDataModule):
     """Instruction tuning data for causal or seq2seq models.
 
     ``masking`` (causal only) sets every prompt token's target to IGNORE_INDEX so the loss covers the
-    response alone; validation always scores response tokens only (``response_labels``).
+    response alone; ``prompt_weight`` (when set, it replaces ``masking``: 0 masks, 1 does not) weighs
+    prompt tokens in the loss by it. Validation always scores response tokens only (``response_labels``).
 
     Training batches: ``group_by_length`` batches similar lengths together (less padding);
     ``packing`` (causal only) fills each row of ``max_seq_length`` positions with several examples
@@ -55,13 +57,15 @@ class InstructionDataModule(L.LightningDataModule):
         cache_dir: str | Path | None = None,
         overlength: str = "truncate",
         drop_last: bool = False,
+        prompt_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.seed = seed
         self.tokenizer = tokenizer
         self.prompt_style = _as_style(prompt)
-        self.masking = masking
+        self.prompt_weight = prompt_loss_weight(masking, prompt_weight)
+        self.masking = self.prompt_weight == 0
         self.architecture = architecture
         self.max_seq_length = max_seq_length
         self.overlength = overlength
@@ -80,9 +84,9 @@ class InstructionDataModule(L.LightningDataModule):
         self.collate = (
             Seq2SeqCollator(pad_id, pad_to_multiple_of)
             if architecture == "seq2seq"
-            else CausalCollator(pad_id, masking, pad_to_multiple_of)
+            else CausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight)
         )
-        self.train_collate = PackedCausalCollator(pad_id, masking, pad_to_multiple_of) if packing else self.collate
+        self.train_collate = PackedCausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight) if packing else self.collate
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
@@ -101,8 +105,10 @@ class InstructionDataModule(L.LightningDataModule):
             log.info("seq2seq: the prompt feeds the encoder and the loss covers the response only, "
                      "so masking=%s changes nothing for this model", self.masking)
         else:
-            log.info("masking=%s: the training loss covers %s; validation loss always covers response tokens only",
-                     self.masking, "response tokens only" if self.masking else "prompt and response tokens")
+            covers = ("response tokens only" if self.masking else "prompt and response tokens" if self.prompt_weight == 1
+                      else f"response tokens, and prompt tokens at weight {self.prompt_weight:g}")
+            log.info("prompt-loss weight %g: the training loss covers %s; validation loss always covers response "
+                     "tokens only", self.prompt_weight, covers)
         # One process per node prepares (downloads, caches) at a time: under SLURM or torchrun all
         # ranks start together, and the first one in warms the cache for the rest.
         from filelock import FileLock
@@ -152,7 +158,7 @@ class InstructionDataModule(L.LightningDataModule):
         sampler = TrainBatchSampler(
             lengths=[len(e.input_ids) - 1 if self.architecture == "causal" else len(e.input_ids) + len(e.labels or [])
                      for e in examples],
-            loss_tokens=[loss_token_count(e, self.masking, self.architecture) for e in examples],
+            loss_tokens=[loss_token_count(e, self.masking, self.architecture, self.prompt_weight) for e in examples],
             batch_size=self.batch_size, seed=self.seed, group_by_length=self.group_by_length,
             accumulate=self.accumulate_grad_batches, pack_width=self.max_seq_length if self.packing else None,
             drop_last=self.drop_last)

@@ -16,7 +16,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, POSITION_IDS, Batch, loss_token_count
+from instructune.batch import (IGNORE_INDEX, LOSS_TOKENS_IN_STEP, LOSS_WEIGHTS, POSITION_IDS, Batch, loss_token_count,
+                               loss_weight_total)
 
 
 
@@ -106,16 +107,21 @@ class InstructionTuningModule(L.LightningModule):
         return logits[:, -width:] if logits.shape[1] != width else logits
 
     @staticmethod
-    def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss over target tokens, number of target tokens)."""
-        n = loss_token_count(targets)
-        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction="sum")
-        return loss_sum / n.clamp(min=1), n
+    def token_loss(logits: torch.Tensor, targets: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss over target tokens, its normaliser): the mean over targets, or with ``weights`` (the
+        batch's ``loss_weights``: prompt-loss weight on prompt targets, 1 on response targets) the
+        weighted sum divided by the total weight, so the prompt-loss weight changes what the loss
+        attends to, not its scale (the learning rate keeps its meaning)."""
+        per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                    reduction="none" if weights is not None else "sum")
+        total = loss_weight_total(targets, weights)
+        loss_sum = (per_token * weights.flatten()).sum() if weights is not None else per_token
+        return loss_sum / total.clamp(min=1e-12 if weights is not None else 1), total
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        """A token mean over the whole optimiser step: the loss sum of this micro-batch divided by the
-        loss-bearing tokens of the entire accumulation window on every rank (``loss_tokens_in_step``,
+        """A token mean over the whole optimiser step: the (weighted) loss sum of this micro-batch divided by
+        the loss-bearing tokens (their total weight) of the entire accumulation window on every rank (``loss_tokens_in_step``,
         counted by the sampler in advance). Lightning divides the returned loss by the accumulation
         count and DDP averages gradients over ranks, so both are multiplied back: N processes x A
         micro-batches of B then take exactly the step of one process at batch N*A*B (a mean of
@@ -123,12 +129,12 @@ class InstructionTuningModule(L.LightningModule):
 
         Batches without that count (raw-text pretraining blocks) fall back to the global token count
         of this micro-batch (one all_gather under DDP)."""
-        mean, n = self.token_loss(self(batch), batch["labels"])
-        loss_sum = mean * n.clamp(min=1)
+        mean, n = self.token_loss(self(batch), batch["labels"], batch.get(LOSS_WEIGHTS))
+        loss_sum = mean * n  # the sum itself (mean is 0 when nothing carries loss)
         world = self.trainer.world_size if self._trainer is not None else 1
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
         if LOSS_TOKENS_IN_STEP in batch:
-            loss = loss_sum * (world * accumulate) / batch[LOSS_TOKENS_IN_STEP].clamp(min=1)
+            loss = loss_sum * (world * accumulate) / batch[LOSS_TOKENS_IN_STEP].clamp(min=1e-12)
         elif world > 1:
             loss = loss_sum * world / self.all_gather(n).sum().clamp(min=1)
         else:
