@@ -138,6 +138,10 @@ RULES: tuple[Rule, ...] = (
     Rule("eval.batch_size", _int(1), "an integer >= 1"),
     Rule("eval.max_examples", _int(1), "an integer >= 1 (or null: the whole split)", nullable=True),
     Rule("eval.samples", _int(0), "an integer >= 0"),
+    Rule("eval.selection_split", _choice(*SPLITS), "train, validation or test (or null: off)", nullable=True),
+    Rule("eval.selection_max_examples", _int(1), "an integer >= 1 (or null: the whole split)", nullable=True),
+    Rule("eval.every_n_steps", _int(1), "an integer >= 1 (or null: off)", nullable=True),
+    Rule("eval.restore_best", _bool, "true or false"),
 )
 
 

@@ -110,8 +110,9 @@ def main_job(cfg: DictConfig) -> float | None:
             log.error("%s", e)
             sys.exit(f"error: {e}")
         raise
-    tuned = (summary.get("eval") or {}).get("tuned") or {}
-    return tuned.get("all")
+    # the sweeper's objective (Optuna): exact match on the selection split, never on the test split
+    chosen_on = (summary.get("selection") or {}).get("tuned") or {}
+    return chosen_on.get("all")
 
 
 def train_app(before_job: Callable[[], None] | None = None) -> None:

@@ -36,6 +36,7 @@ from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
+from instructune.selection import check_selection, curve, generation_seconds, restore_best, selection_callbacks
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.trainer_parts import callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
@@ -96,6 +97,7 @@ class Parts:
     strategy: Strategy
     optimizer: OptimizerConfig
     evaluation: SplitEvaluation
+    selection: SplitEvaluation | None  # eval.selection_split: what choices are made on
     kernels: dict[str, Any]  # attention implementation and GPU shape choices, for summary.json
 
 
@@ -129,8 +131,12 @@ def build_parts(cfg: DictConfig) -> Parts:
     evaluation = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.split, cfg.eval.max_examples,
                                  cfg.eval.max_new_tokens, cfg.eval.batch_size,
                                  max_length=limit - strategy.positions_taken if limit else None)
+    selection = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.selection_split,
+                                cfg.eval.get("selection_max_examples"), cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                                max_length=limit - strategy.positions_taken if limit else None
+                                ) if cfg.eval.get("selection_split") else None
     kernels = kernel_report(model, on_cuda, configure_attention(on_cuda), shapes, compile_with)
-    return Parts(tokenizer, data, model, strategy, optimizer, evaluation, kernels)
+    return Parts(tokenizer, data, model, strategy, optimizer, evaluation, selection, kernels)
 
 
 def fit_to_model(max_seq_length: int, limit: int | None, strategy: Strategy, model_name: str) -> int:
@@ -165,6 +171,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
                         rank_zero: bool = True) -> dict[str, Any]:
     """check → build → base eval → apply the strategy → fit → tuned eval → export → the summary's body."""
     check_config(cfg)  # every setting, before anything is loaded
+    check_selection(cfg)
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, folder)
     wandb_mode = resolve_wandb_mode() if uses_wandb(cfg) else None  # no key for online, or no network
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -184,6 +191,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         if fitted.trainer.global_rank != 0:
             return {"rank": fitted.trainer.global_rank}
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
+        chosen_on = parts.selection.run(model, "tuned", keep=False) if parts.selection and cfg.eval.tuned else None
         log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, fitted.trainer.global_step)
         outcome = "success"
     finally:
@@ -205,6 +213,8 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         "kernels": parts.kernels,
         "metrics": fitted.metrics,
         "eval": {"base": base_scores, "tuned": tuned_scores},
+        "selection": {"split": cfg.eval.get("selection_split"), "tuned": chosen_on, "curve": fitted.curve,
+                      "restored": fitted.restored},
         "samples": parts.evaluation.samples(cfg.eval.samples),
         "model_dir": str(folder.model_dir) if cfg.export else None,
     }
@@ -218,6 +228,8 @@ class Fitted:
     seconds: float
     metrics: dict[str, float]
     throughput: dict[str, Any]
+    curve: list[dict[str, Any]]  # validation generation scores during training (eval.every_n_steps)
+    restored: dict[str, Any] | None  # the best checkpoint restored before testing (eval.restore_best)
 
 
 def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: RunFolder, loggers: list[Any],
@@ -227,24 +239,27 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     meter, validated = ThroughputMeter(), _LastValidation()
     if parts.kernels["compile"] is not None:
         module.compile_model(**parts.kernels["compile"])
+    chooser = selection_callbacks(cfg, parts.selection)
     trainer: L.Trainer = build(cfg.trainer, "trainer", drop=NOT_TRAINER_ARGS, logger=loggers or False,
                                default_root_dir=str(folder.path),
-                               callbacks=[meter, validated, *callbacks_from_config(cfg, folder),
+                               callbacks=[meter, validated, *chooser, *callbacks_from_config(cfg, folder),
                                           *progress_bar(cfg.trainer.get("enable_progress_bar", True))],
                                **checkpoint_plugins(cfg))
     started = time.perf_counter()
     trainer.fit(module, datamodule=parts.data, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - started
+    meter.seconds -= generation_seconds(chooser)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
     if validated.step != trainer.global_step and trainer.limit_val_batches and parts.data.examples.get("validation"):
         trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    restored = restore_best(trainer, module) if cfg.eval.get("restore_best") else None
     if trainer.global_rank != 0:
-        return Fitted(trainer, seconds, metrics, {})
+        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored)
     # counting FLOPs re-runs one step on rank 0 alone: safe when every rank holds the whole model (one
     # process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
     sharded = type(trainer.strategy).__name__ not in ("SingleDeviceStrategy", "DDPStrategy")
-    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded))
+    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded), curve(chooser), restored)
 
 
 def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:

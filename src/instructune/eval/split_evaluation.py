@@ -36,23 +36,25 @@ class SplitEvaluation:
                 raise ValueError(f"eval.max_new_tokens={max_new_tokens}: the model has {max_length} positions for "
                                  "prompt and answer together; lower eval.max_new_tokens")
             self.max_prompt_tokens = max_length - max_new_tokens
-        self.batch_size = batch_size
+        self.batch_size, self.split = batch_size, split
         records: list[Record] = data.records.get(split, [])
         self.records = records[:max_examples] if max_examples else records
         self.prompts = [data.format_prompt(r) for r in self.records]
         self.seen_tasks = {r.get("task", "") for r in data.records.get("train", [])}
         self.answers: dict[str, list[str]] = {}
 
-    def run(self, model: torch.nn.Module, who: str) -> dict[str, Any] | None:
+    def run(self, model: torch.nn.Module, who: str, keep: bool = True) -> dict[str, Any] | None:
+        """Scores of ``model``'s answers; ``keep`` stores the answers under ``who`` for predictions.jsonl."""
         if not self.records:
             return None
         started = time.perf_counter()
         answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size,
                            self.max_prompt_tokens)
-        self.answers[who] = answers
+        if keep:
+            self.answers[who] = answers
         scores = generation_scores(answers, [r["output"] for r in self.records],
                                      [r.get("task") for r in self.records], self.seen_tasks)
-        log.info("%s model: exact match %.3f on %d test examples (%.1fs)", who, scores["all"], scores["n"],
+        log.info("%s model: exact match %.3f on %d %s examples (%.1fs)", who, scores["all"], scores["n"], self.split,
                  time.perf_counter() - started)
         return scores
 

@@ -1,0 +1,70 @@
+"""Choose on validation, report on test: the validation-split evaluation a run is selected by (sweeps,
+the Optuna objective, the studies' learning-rate and lambda choices), its learning curve during training
+(``eval.every_n_steps``) and, with ``checkpoint=best``, restoring the best checkpoint before the test
+split is scored once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from instructune.config_check import ConfigError
+from instructune.eval.validation_generation import MONITOR, ValidationGeneration
+
+log = logging.getLogger(__name__)
+
+
+def check_selection(cfg: DictConfig) -> None:
+    """Combinations of eval.* and checkpoint.* that cannot work, before anything is loaded."""
+    ev, checkpoint = cfg.eval, cfg.checkpoint
+    every, split = ev.get("every_n_steps"), ev.get("selection_split")
+    monitors = checkpoint.get("monitor") == MONITOR
+    if every is not None and not split:
+        raise ConfigError(f"eval.every_n_steps={every} needs eval.selection_split (e.g. validation)")
+    if split and split == ev.split:
+        raise ConfigError(f"eval.selection_split={split} is also eval.split: choose on one split and report on "
+                          "another (selection_split=validation, split=test)")
+    if monitors and every is None:
+        raise ConfigError("checkpoint=best monitors validation exact match, which eval.every_n_steps produces: "
+                          "set eval.every_n_steps (e.g. the checkpoint's every_n_train_steps)")
+    if ev.get("restore_best") and not monitors:
+        raise ConfigError("eval.restore_best=true needs checkpoint=best (a checkpoint chosen by validation exact match)")
+
+
+def selection_callbacks(cfg: DictConfig, evaluation: Any) -> list[L.Callback]:
+    every = cfg.eval.get("every_n_steps")
+    return [ValidationGeneration(evaluation, int(every))] if every is not None and evaluation is not None else []
+
+
+def restore_best(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any] | None:
+    """Load the best checkpoint's trainable weights (``checkpoint=best``) into ``module``; returns where
+    it came from and its score, for summary.json."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    chosen = next((c for c in trainer.checkpoint_callbacks
+                   if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR and c.best_model_path), None)
+    if chosen is None:
+        log.warning("eval.restore_best: no checkpoint was chosen by %s; testing the last model", MONITOR)
+        return None
+    state = trainer.strategy.checkpoint_io.load_checkpoint(chosen.best_model_path)
+    missing = module.load_state_dict(state["state_dict"], strict=False)
+    if missing.unexpected_keys:
+        raise RuntimeError(f"{chosen.best_model_path}: keys this model does not have: {missing.unexpected_keys[:3]}")
+    log.info("restored the best checkpoint (%s %.4f, step %s) before the test split", MONITOR,
+             float(chosen.best_model_score), state.get("global_step"))
+    return {"path": chosen.best_model_path, "step": state.get("global_step"), MONITOR: float(chosen.best_model_score)}
+
+
+def curve(callbacks: list[Any]) -> list[dict[str, Any]]:
+    return next((c.curve for c in callbacks if isinstance(c, ValidationGeneration)), [])
+
+
+def generation_seconds(callbacks: list[Any]) -> float:
+    """Seconds spent generating during fit: the throughput meter leaves them out of training time."""
+    return sum(c.seconds for c in callbacks if isinstance(c, ValidationGeneration))
+
+
+__all__ = ["check_selection", "selection_callbacks", "restore_best", "curve", "generation_seconds"]

@@ -1,0 +1,69 @@
+"""Choose on validation, report on test: the selection split's scores, its learning curve during
+training, the best checkpoint chosen by it and restored before the test split, and the checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import compose_train_config, train_in_process
+from instructune.config_check import ConfigError
+from instructune.selection import check_selection
+
+QUICK = ["trainer.max_steps=8", "trainer.val_check_interval=8", "data.source.max_train_records=64",
+         "eval.max_examples=8", "eval.max_new_tokens=4", "logger=none", "eval.base=false", "export=false",
+         "eval.selection_max_examples=12"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["eval.every_n_steps=4", "eval.selection_split=null"], "eval.every_n_steps=4 needs eval.selection_split"),
+    (["eval.selection_split=test"], "eval.selection_split=test is also eval.split"),
+    (["checkpoint=best"], "checkpoint=best monitors validation exact match"),
+    (["eval.restore_best=true"], "eval.restore_best=true needs checkpoint=best"),
+])
+def test_selection_settings_that_cannot_work_are_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_selection(compose_train_config(*overrides))
+
+
+def test_the_defaults_select_on_validation_and_report_on_test():
+    cfg = compose_train_config()
+    check_selection(cfg)
+    assert (cfg.eval.split, cfg.eval.selection_split, cfg.eval.every_n_steps) == ("test", "validation", None)
+
+
+@pytest.mark.slow
+def test_learning_curve_and_the_best_checkpoint_restored_before_testing(tmp_path):
+    proc = train_in_process(*QUICK, "eval.every_n_steps=3", "checkpoint=best", "eval.restore_best=true",
+                            f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    selection = summary["selection"]
+    assert summary["status"] == "ok" and selection["split"] == "validation"
+    # every 3 steps, and after the last one (8)
+    assert [p["step"] for p in selection["curve"]] == [3, 6, 8] and {p["n"] for p in selection["curve"]} == {12}
+    # (the first 12 validation records are all of seen task families: no held_out group)
+    assert set(selection["curve"][0]) == {"step", "n", "all", "seen", "rougeL/all", "chrf/all"}
+    # the restored checkpoint is the first step with the best validation exact match (ties keep the earlier)
+    best = max(p["all"] for p in selection["curve"])
+    first_best = next(p["step"] for p in selection["curve"] if p["all"] == best)
+    assert selection["restored"]["step"] == first_best
+    assert selection["restored"]["val_gen/exact_match"] == pytest.approx(best)
+    assert (tmp_path / "checkpoints" / f"best-{first_best}.ckpt").is_file()
+    # the final selection score is of the model that was tested (the restored one)
+    # the final selection score is of the model that was tested (the restored one): the same answers as
+    # at its step, so the same ROUGE-L and chrF (continuous: a different step's weights would differ)
+    at_best = next(p for p in selection["curve"] if p["step"] == first_best)
+    assert selection["tuned"]["n"] == 12
+    assert {k: selection["tuned"][k] for k in ("all", "rougeL/all", "chrf/all")} == pytest.approx(
+        {k: at_best[k] for k in ("all", "rougeL/all", "chrf/all")})
+    assert first_best == 8 or at_best["chrf/all"] != selection["curve"][-1]["chrf/all"]
+    assert summary["eval"]["tuned"]["n"] == 8
+
+
+@pytest.mark.slow
+def test_a_plain_run_scores_the_selection_split_once_without_a_curve(tmp_path):
+    assert train_in_process(*QUICK, f"hydra.run.dir={tmp_path}").returncode == 0
+    selection = json.loads((tmp_path / "summary.json").read_text())["selection"]
+    assert selection["tuned"]["n"] == 12 and selection["curve"] == [] and selection["restored"] is None
