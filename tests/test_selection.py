@@ -67,3 +67,27 @@ def test_a_plain_run_scores_the_selection_split_once_without_a_curve(tmp_path):
     assert train_in_process(*QUICK, f"hydra.run.dir={tmp_path}").returncode == 0
     selection = json.loads((tmp_path / "summary.json").read_text())["selection"]
     assert selection["tuned"]["n"] == 12 and selection["curve"] == [] and selection["restored"] is None
+
+
+@pytest.mark.slow
+def test_budgets_score_the_test_split_as_runs_stopped_there_would(tmp_path):
+    """At a constant learning rate (after the same one warm-up step), the 8-step run's answers at step 6 are
+    the answers of a run that stops at step 6: one run gives a study all its training budgets."""
+    constant = ["optimizer.schedule=constant", "optimizer.warmup_ratio=0.1"]
+    assert train_in_process(*QUICK, *constant, "eval.budgets=[3,6]", f"hydra.run.dir={tmp_path / 'long'}").returncode == 0
+    assert train_in_process(*QUICK, *constant, "trainer.max_steps=6", f"hydra.run.dir={tmp_path / 'short'}").returncode == 0
+    long = json.loads((tmp_path / "long" / "summary.json").read_text())
+    assert sorted(long["budgets"]) == ["3", "6"]
+    assert {(b["test"]["n"], b["selection"]["n"]) for b in long["budgets"].values()} == {(8, 12)}
+    rows = [json.loads(line) for line in (tmp_path / "long" / "predictions.jsonl").read_text().splitlines()]
+    short = [json.loads(line) for line in (tmp_path / "short" / "predictions.jsonl").read_text().splitlines()]
+    assert set(rows[0]) >= {"tuned@3", "tuned@6", "tuned"}
+    assert [r["tuned@6"] for r in rows] == [r["tuned"] for r in short]
+    assert long["budgets"]["6"]["test"] == json.loads((tmp_path / "short" / "summary.json").read_text())["eval"]["tuned"]
+
+
+def test_budgets_are_checked():
+    with pytest.raises(ConfigError, match=r"eval.budgets=\[3, 900\]: step 900 is beyond trainer.max_steps=800"):
+        check_selection(compose_train_config("eval.budgets=[3,900]"))
+    with pytest.raises(ConfigError, match="must be a list of steps >= 1"):
+        check_selection(compose_train_config("eval.budgets=[0]"))

@@ -12,7 +12,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from instructune.config_check import ConfigError
-from instructune.eval.validation_generation import MONITOR, ValidationGeneration
+from instructune.eval.validation_generation import MONITOR, BudgetEvaluation, ValidationGeneration
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,26 @@ def check_selection(cfg: DictConfig) -> None:
                           "set eval.every_n_steps (e.g. the checkpoint's every_n_train_steps)")
     if ev.get("restore_best") and not monitors:
         raise ConfigError("eval.restore_best=true needs checkpoint=best (a checkpoint chosen by validation exact match)")
+    budgets, max_steps = ev.get("budgets"), cfg.trainer.get("max_steps", -1)
+    if budgets is not None:
+        if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in budgets) or not budgets:
+            raise ConfigError(f"eval.budgets={list(budgets)}: must be a list of steps >= 1 (e.g. [150,300,600])")
+        if max_steps > 0 and max(budgets) > max_steps:
+            raise ConfigError(f"eval.budgets={list(budgets)}: step {max(budgets)} is beyond trainer.max_steps={max_steps}")
+        if ev.get("restore_best"):
+            raise ConfigError("eval.budgets with eval.restore_best=true: budgets score the model as it trains, "
+                              "the final score a restored one; use one or the other")
 
 
-def selection_callbacks(cfg: DictConfig, evaluation: Any) -> list[L.Callback]:
-    every = cfg.eval.get("every_n_steps")
-    return [ValidationGeneration(evaluation, int(every))] if every is not None and evaluation is not None else []
+def selection_callbacks(cfg: DictConfig, evaluation: Any, report: Any) -> list[L.Callback]:
+    """Validation generation every ``eval.every_n_steps``, and the test + selection scores at ``eval.budgets``."""
+    every, budgets = cfg.eval.get("every_n_steps"), cfg.eval.get("budgets")
+    built: list[L.Callback] = []
+    if every is not None and evaluation is not None:
+        built.append(ValidationGeneration(evaluation, int(every)))
+    if budgets:
+        built.append(BudgetEvaluation(report, evaluation, list(budgets)))
+    return built
 
 
 def restore_best(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any] | None:
@@ -62,9 +77,13 @@ def curve(callbacks: list[Any]) -> list[dict[str, Any]]:
     return next((c.curve for c in callbacks if isinstance(c, ValidationGeneration)), [])
 
 
+def budget_scores(callbacks: list[Any]) -> dict[str, Any]:
+    return next((c.scores for c in callbacks if isinstance(c, BudgetEvaluation)), {})
+
+
 def generation_seconds(callbacks: list[Any]) -> float:
     """Seconds spent generating during fit: the throughput meter leaves them out of training time."""
-    return sum(c.seconds for c in callbacks if isinstance(c, ValidationGeneration))
+    return sum(c.seconds for c in callbacks if isinstance(c, ValidationGeneration | BudgetEvaluation))
 
 
-__all__ = ["check_selection", "selection_callbacks", "restore_best", "curve", "generation_seconds"]
+__all__ = ["check_selection", "selection_callbacks", "restore_best", "curve", "budget_scores", "generation_seconds"]

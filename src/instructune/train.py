@@ -36,7 +36,8 @@ from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.selection import check_selection, curve, generation_seconds, restore_best, selection_callbacks
+from instructune.selection import (budget_scores, check_selection, curve, generation_seconds, restore_best,
+                                  selection_callbacks)
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.trainer_parts import callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
@@ -215,6 +216,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         "eval": {"base": base_scores, "tuned": tuned_scores},
         "selection": {"split": cfg.eval.get("selection_split"), "tuned": chosen_on, "curve": fitted.curve,
                       "restored": fitted.restored},
+        "budgets": budget_scores(fitted.callbacks),
         "samples": parts.evaluation.samples(cfg.eval.samples),
         "model_dir": str(folder.model_dir) if cfg.export else None,
     }
@@ -230,6 +232,7 @@ class Fitted:
     throughput: dict[str, Any]
     curve: list[dict[str, Any]]  # validation generation scores during training (eval.every_n_steps)
     restored: dict[str, Any] | None  # the best checkpoint restored before testing (eval.restore_best)
+    callbacks: list[Any]  # the selection callbacks, holding their scores
 
 
 def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: RunFolder, loggers: list[Any],
@@ -239,7 +242,7 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     meter, validated = ThroughputMeter(), _LastValidation()
     if parts.kernels["compile"] is not None:
         module.compile_model(**parts.kernels["compile"])
-    chooser = selection_callbacks(cfg, parts.selection)
+    chooser = selection_callbacks(cfg, parts.selection, parts.evaluation)
     trainer: L.Trainer = build(cfg.trainer, "trainer", drop=NOT_TRAINER_ARGS, logger=loggers or False,
                                default_root_dir=str(folder.path),
                                callbacks=[meter, validated, *chooser, *callbacks_from_config(cfg, folder),
@@ -255,11 +258,12 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     restored = restore_best(trainer, module) if cfg.eval.get("restore_best") else None
     if trainer.global_rank != 0:
-        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored)
+        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored, chooser)
     # counting FLOPs re-runs one step on rank 0 alone: safe when every rank holds the whole model (one
     # process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
     sharded = type(trainer.strategy).__name__ not in ("SingleDeviceStrategy", "DDPStrategy")
-    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded), curve(chooser), restored)
+    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded), curve(chooser), restored,
+                  chooser)
 
 
 def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:

@@ -57,4 +57,29 @@ class ValidationGeneration(L.Callback):
             pl_module.log(name, float(value), on_step=True, on_epoch=False, batch_size=1)
 
 
-__all__ = ["MONITOR", "ValidationGeneration", "curve_point"]
+class BudgetEvaluation(L.Callback):
+    """Scores at training budgets: at each step of ``steps`` (e.g. 150, 300, 600 of a constant-rate run),
+    the report split (``report``, the test split: one score per budget arm, its answers kept as
+    ``tuned@<step>`` for predictions.jsonl and the paired statistics) and the selection split (what a
+    study chooses its learning rate on). Process 0 only: nothing is logged or monitored."""
+
+    def __init__(self, report: SplitEvaluation, selection: SplitEvaluation | None, steps: list[int]) -> None:
+        if not steps or any(int(s) < 1 for s in steps):
+            raise ValueError(f"eval.budgets must be steps >= 1, got {steps}")
+        self.report, self.selection, self.steps = report, selection, sorted({int(s) for s in steps})
+        self.scores: dict[str, dict[str, Any]] = {}
+        self.seconds = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if trainer.global_rank != 0 or step not in self.steps or str(step) in self.scores:
+            return
+        started = time.perf_counter()
+        self.scores[str(step)] = {
+            "test": self.report.run(pl_module.model, f"tuned@{step}"),
+            "selection": self.selection.run(pl_module.model, f"step {step}", keep=False) if self.selection else None}
+        self.seconds += time.perf_counter() - started
+
+
+__all__ = ["MONITOR", "ValidationGeneration", "BudgetEvaluation", "curve_point"]

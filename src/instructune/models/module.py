@@ -16,8 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from instructune.batch import (IGNORE_INDEX, LOSS_TOKENS_IN_STEP, LOSS_WEIGHTS, POSITION_IDS, Batch, loss_token_count,
-                               loss_weight_total)
+from instructune.batch import (IGNORE_INDEX, LOSS_TOKENS_IN_STEP, LOSS_WEIGHTS, POSITION_IDS, Batch, loss_weight_total)
 
 
 
