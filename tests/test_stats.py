@@ -11,6 +11,7 @@ from statistics import NormalDist
 import pytest
 import yaml
 
+from instructune.bootstrap import arm_interval, paired_difference
 from instructune.stats import exact_mcnemar, holm, wilson_interval
 from instructune.sweep_report import write_report
 
@@ -86,15 +87,25 @@ ITEMS = [("Write the opposite of the given word.", w, a) for w, a in
 
 
 def _job(root, num, overrides, right, seed_items=ITEMS):
-    """A finished job whose tuned model answers the items marked in ``right`` (others wrong)."""
+    """A finished job whose tuned model answers the items marked in ``right`` (others wrong); a right
+    answer differs from the reference by whitespace only (exact match keeps case)."""
     job = root / f"{num}_job"
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     lines = [{"instruction": i, "input": x, "reference": ref, "task": "antonym",
-              "tuned": f"  {ref.upper()} " if hit else "no idea"} for (i, x, ref), hit in zip(seed_items, right)]
+              "tuned": f"  {ref} " if hit else "no idea"} for (i, x, ref), hit in zip(seed_items, right, strict=True)]
     (job / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     em = sum(right) / len(right)
     (job / "summary.json").write_text(json.dumps({"status": "ok", "eval": {"tuned": {"all": em, "n": len(right)}}}))
+
+
+def _pct(found) -> str:
+    """An interval as the report prints a difference: signed percent points."""
+    return f"{100 * found.low:+.1f} to {100 * found.high:+.1f} pp"
+
+
+def _fmt(p: float) -> str:
+    return f"{p:.4f}"
 
 
 def test_a_two_arm_two_seed_report_prints_wilson_intervals_and_holm_paired_p(tmp_path):
@@ -111,12 +122,25 @@ def test_a_two_arm_two_seed_report_prints_wilson_intervals_and_holm_paired_p(tmp
     assert "| `peft=lora` | 2 | 3 / 10 | 30.0% | 10.8% – 60.3% |" in report
     assert "| `peft=ia3` | 2 | 8 / 10 | 80.0% | 49.0% – 94.3% |" in report
     assert "(n = items × seeds) with the 95% Wilson score interval" in report
-    # paired over 9 items: baseline 3/9, arm 7/9, b = 0, c = 4: p = 2 / 2**4; one comparison, so Holm = p
-    assert "| `peft=ia3` | 9 | 33.3% | 77.8% | +44.4 pp | 0 | 4 | 0.1250 | 0.1250 |" in report
+    # main table: the lora seeds share their items (crossed bootstrap), the ia3 seeds do not (nested)
+    lora = arm_interval([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    ia3 = arm_interval([[1, 1, 1, 1, 0], [1, 1, 1, 0, 1]], same_items=False)
+    assert (lora.mean, ia3.mean) == (0.3, 0.8)
+    assert f"| `peft=lora` | 2 | 30.0% ({100 * lora.low:.1f}–{100 * lora.high:.1f}) | - |" in report
+    assert f"| `peft=ia3` | 2 | 80.0% ({100 * ia3.low:.1f}–{100 * ia3.high:.1f}) | - |" in report
+    assert ("n (tuned EM): `peft=lora` 2 seeds × 5 items (the same items for every seed); `peft=ia3` 2 seeds, "
+            "10 items (each seed its own items: drawn within each seed).") in report
+    # paired over 9 items: baseline 3/9, arm 7/9, b = 0, c = 4: p = 2 / 2**4; one comparison, so Holm = p;
+    # the paired bootstrap over seed 1's 5 pairs and seed 2's 4 (different items: nested)
+    diff = paired_difference([[1, 1, 1, 1, 0], [1, 1, 1, 0]], [[1, 1, 0, 0, 0], [1, 0, 0, 0]], same_items=False)
+    assert diff.p < 0.05 and diff.low > 0
+    assert (f"| `peft=ia3` | 9 | 33.3% | 77.8% | +44.4 pp | 0 | 4 | 0.1250 | 0.1250 | {_pct(diff)} | "
+            f"{_fmt(diff.p)} | {_fmt(diff.p)} |") in report
     assert "Baseline: `peft=lora` (the first configuration)." in report
     assert "Test: exact McNemar test (two-sided binomial test on the discordant pairs;" in report
     assert "on item-level pairs of tuned answers matched by seed and test item" in report
-    assert "Correction: Holm over the k = 1 comparison(s) in this report." in report
+    assert "And a paired bootstrap of the difference arm − baseline (B = 2000: seeds, then items," in report
+    assert "Correction: Holm over the k = 1 comparison(s) in this report, for each test separately." in report
     assert ("n: `peft=ia3`: 9 pairs over seeds 1, 2, 1 skipped (the items at the same seed and index differ, "
             "or one side lacks one).") in report
 
@@ -126,6 +150,14 @@ def test_holm_runs_over_every_comparison_of_the_report(tmp_path):
         _job(tmp_path, num, [f"arm={arm}", "seed=1"], right)
     report = write_report(tmp_path).read_text()
     # b: c = 5 -> p = 0.0625, Holm 2 × 0.0625; c: c = 1 -> p = 1, Holm 1
-    assert "| `arm=b` | 5 | 0.0% | 100.0% | +100.0 pp | 0 | 5 | 0.0625 | 0.1250 |" in report
-    assert "| `arm=c` | 5 | 0.0% | 20.0% | +20.0 pp | 0 | 1 | 1.0000 | 1.0000 |" in report
-    assert "Correction: Holm over the k = 2 comparison(s) in this report." in report
+    # bootstrap: b - a is 1 on every item, so every resample: p = 2 / 2001, Holm 2 × that; c - a is 1 on one
+    # item, 0 when a resample misses it ((4/5)^5 of them): a large p, its Holm p the larger of 2·p_b and p_c
+    b, c = paired_difference([[1] * 5], [[0] * 5]), paired_difference([[1, 0, 0, 0, 0]], [[0] * 5])
+    assert b.p == 2 / 2001 and c.p > 0.5
+    holm_b, holm_c = 2 * b.p, max(2 * b.p, c.p)
+    assert holm([b.p, c.p]) == [holm_b, holm_c]
+    assert (f"| `arm=b` | 5 | 0.0% | 100.0% | +100.0 pp | 0 | 5 | 0.0625 | 0.1250 | +100.0 to +100.0 pp | "
+            f"{_fmt(b.p)} | {_fmt(holm_b)} |") in report
+    assert (f"| `arm=c` | 5 | 0.0% | 20.0% | +20.0 pp | 0 | 1 | 1.0000 | 1.0000 | {_pct(c)} | {_fmt(c.p)} | "
+            f"{_fmt(holm_c)} |") in report
+    assert "Correction: Holm over the k = 2 comparison(s) in this report, for each test separately." in report

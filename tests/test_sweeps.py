@@ -47,4 +47,4 @@ def test_a_sweep_over_paths_with_a_bad_file_runs_every_job_and_ends_non_zero(tmp
         "0_" + fixed.format("a-d.json"), "1_" + fixed.format("b-d.json")]
     assert json.loads((sweep / ("0_" + fixed.format("a-d.json")) / "summary.json").read_text())["status"] == "ok"
     report = write_report(sweep).read_text()
-    assert "| `data.path=a/d.json` | 1 | 0.0% |" in report and "| `data.path=b/d.json` | 1 | - |" in report
+    assert "| `data.path=a/d.json` | 1 | 0.0% (0.0–0.0) |" in report and "| `data.path=b/d.json` | 1 | - |" in report

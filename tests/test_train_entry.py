@@ -121,7 +121,11 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path, mon
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [(p["instruction"], p["input"], p["reference"], p["task"]) for p in predictions] == [
         (r["instruction"], r["input"], r["output"], r["task"]) for r in test_records]
-    assert {frozenset(p) for p in predictions} == {frozenset({"instruction", "input", "reference", "task", "base", "tuned"})}
+    assert {frozenset(p) for p in predictions} == {frozenset({"instruction", "input", "reference", "task", "seen",
+                                                              "base", "tuned"})}
+    from instructune.world.generator import HELD_OUT_TASKS
+
+    assert [p["seen"] for p in predictions] == [r["task"] not in HELD_OUT_TASKS for r in test_records]
     model_dir = tmp_path / "model"
     assert (model_dir / "adapter_config.json").is_file() and (model_dir / "adapter_model.safetensors").is_file()
     assert not (model_dir / "model.safetensors").exists()

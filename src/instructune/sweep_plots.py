@@ -1,10 +1,11 @@
 """The figures of the sweep report (and helpers the studies' figures share), each built and returned
 as a matplotlib Figure so tests read its axes back; ``save_figure`` writes and closes it.
 
-Scores are percentages: their axis runs from 0 to at most 100 and their 95% confidence bars are cut
-at 0 and 100 (a t interval of a bounded score can cross both). Labels next to points are placed where
-they overlap no other label and no marker (``place_labels``); configurations too long to stand next
-to a point are numbered there and named in a legend."""
+Scores are percentages: their axis runs from 0 to at most 100 and their 95% interval bars stay within
+0 and 100 (the report's bootstrap intervals do by construction; a t interval of a bounded score, which
+the studies still draw, is cut at both). Labels next to points are placed where they overlap no other
+label and no marker (``place_labels``); configurations too long to stand next to a point are numbered
+there and named in a legend."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-# (label, mean, 95% half-width) of a score as a fraction; the half-width is nan for one seed
-Score = tuple[str, float, float]
+# (label, mean, 95% interval low, high) of a score as fractions; low and high are nan for no interval
+Score = tuple[str, float, float, float]
 LINESTYLES = ("-", "--", ":", "-.")  # after the 10 colours of the cycle, lines differ by style
 MARKERS = ("o", "s", "^", "D")  # and points by shape
 
@@ -42,6 +43,15 @@ def percent_errors(means: list[float], halves: list[float]) -> list[list[float]]
     pairs = list(zip(means, halves, strict=True))
     lower = [0.0 if math.isnan(h) else max(0.0, min(100 * h, 100 * m)) for m, h in pairs]
     upper = [0.0 if math.isnan(h) else max(0.0, min(100 * h, 100 - 100 * m)) for m, h in pairs]
+    return [lower, upper]
+
+
+def interval_errors(means: list[float], lows: list[float], highs: list[float]) -> list[list[float]]:
+    """Lower and upper error-bar lengths in percent points for scores and their interval ends given as
+    fractions: no bar for a nan end, neither end past 0% or 100%."""
+    ends = list(zip(means, lows, highs, strict=True))
+    lower = [0.0 if math.isnan(lo) else 100 * max(0.0, m - max(lo, 0.0)) for m, lo, _ in ends]
+    upper = [0.0 if math.isnan(hi) else 100 * max(0.0, min(hi, 1.0) - m) for m, _, hi in ends]
     return [lower, upper]
 
 
@@ -110,28 +120,29 @@ def _free(box: Any, within: Any, taken: list[Any]) -> bool:
 
 def exact_match_figure(scores: list[Score]) -> Any:
     """Horizontal bars of tuned exact match, one per configuration in table order (first on top),
-    with 95% CI bars cut at 0 and 100; each configuration's name on one line beside its bar, 0.3 in
-    apart, so names of any length never touch."""
+    with 95% interval bars within 0 and 100; each configuration's name on one line beside its bar,
+    0.3 in apart, so names of any length never touch."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 1.2 + 0.3 * len(scores)))
-    means = [100 * m for _, m, _ in scores]
-    errors = percent_errors([m for _, m, _ in scores], [h for _, _, h in scores])
+    means = [100 * s[1] for s in scores]
+    errors = interval_errors(*([s[k] for s in scores] for k in (1, 2, 3)))
     ax.barh(range(len(scores)), means, 0.6, xerr=errors, capsize=3, color="#4c72b0")
-    ax.set_yticks(range(len(scores)), [label for label, _, _ in scores], fontsize=7)
+    ax.set_yticks(range(len(scores)), [s[0] for s in scores], fontsize=7)
     ax.set_ylim(len(scores) - 0.4, -0.6)  # first configuration on top
     score_axis(ax, max((m + u for m, u in zip(means, errors[1], strict=True)), default=0.0), axis="x")
     ax.set_xlabel("tuned exact match (%)")
-    ax.set_title("exact match by configuration (mean ± 95% CI)")
+    ax.set_title("exact match by configuration (mean, 95% interval)")
     return fig
 
 
-def cost_figure(points: list[tuple[str, float, float, float]]) -> Any:
+def cost_figure(points: list[tuple[str, float, float, float, float]]) -> Any:
     """Tuned exact match against training seconds, one point per configuration given as (label,
-    seconds, EM mean, EM half-width): each point numbered beside it, the numbers named in a legend."""
+    seconds, EM mean, EM interval low, high): each point numbered beside it, the numbers named in a
+    legend."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    errors = percent_errors([p[2] for p in points], [p[3] for p in points])
-    for i, (label, seconds, em, _) in enumerate(points):
+    errors = interval_errors(*([p[k] for p in points] for k in (2, 3, 4)))
+    for i, (label, seconds, em, _, _) in enumerate(points):
         ax.errorbar([seconds], [100 * em], yerr=[[errors[0][i]], [errors[1][i]]], fmt=MARKERS[i // 10 % 4], capsize=3,
                     clip_on=False, label=f"{i + 1}: {label}")  # a point at 0% drawn whole, not halved
     seconds = [p[1] for p in points]
@@ -140,7 +151,7 @@ def cost_figure(points: list[tuple[str, float, float, float]]) -> Any:
     score_axis(ax, max((100 * p[2] + u for p, u in zip(points, errors[1], strict=True)), default=0.0))
     ax.set_xlabel("training seconds (mean over seeds)")
     ax.set_ylabel("tuned exact match (%)")
-    ax.set_title("quality against cost (mean ± 95% CI)")
+    ax.set_title("quality against cost (mean, 95% interval)")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="configuration", title_fontsize=7)
     place_labels(ax, [(p[1], 100 * p[2]) for p in points], [str(i + 1) for i in range(len(points))])
     return fig

@@ -72,8 +72,11 @@ class SplitEvaluation:
 
     def _row(self, i: int) -> dict[str, str]:
         r = self.records[i]
-        return {"instruction": r["instruction"], "input": r["input"], "reference": r["output"],
-                "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
+        row = {"instruction": r["instruction"], "input": r["input"], "reference": r["output"],
+               "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
+        if r.get("task"):  # seen in training or a held-out family: the report's per-group item statistics
+            row["seen"] = r["task"] in self.seen_tasks
+        return row
 
     def write_predictions(self, path: Path) -> None:
         if self.answers:
