@@ -36,4 +36,9 @@ def build(node: DictConfig | dict[str, Any], what: str, drop: tuple[str, ...] = 
         func = factory.func
         name = f"{func.__qualname__}.__init__" if isinstance(func, type) else func.__qualname__
         raise ConfigError(f"{what}: {name}() {e}") from None
-    return factory(**runtime)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return factory(**runtime)
+    except MisconfigurationException as e:  # e.g. trainer=gpu on a machine without one: Lightning's own words
+        raise ConfigError(f"{what}: {str(e).splitlines()[0]}") from None

@@ -157,7 +157,9 @@ class InstructionTuningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trainable parameters (a LoRA checkpoint stays kilobytes, not the whole base),
         and the RNG state, so a resumed run draws the same dropout masks as an uninterrupted one."""
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        from torch.distributed.fsdp._common_utils import clean_tensor_name  # FSDP / checkpoint wrappers' prefixes
+
+        trainable = {f"model.{clean_tensor_name(n)}" for n, p in self.model.named_parameters() if p.requires_grad}
         if len(trainable) < sum(1 for _ in self.model.parameters()):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["instructune_rng"] = torch.get_rng_state()
