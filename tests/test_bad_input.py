@@ -64,10 +64,11 @@ CASES = {
     "packing a seq2seq model": ("d.json", _json(GOOD), ["model=world-t5", "data.packing=true"],
                                 "data.packing: only causal models can be packed"),
     "unknown strategy option": ("d.json", _json(GOOD), ["peft=lora", "+peft.rank=4"],
-                                "peft: LoRA.__init__() got an unexpected keyword argument 'rank'"),
+                                "peft=lora: unknown key peft.rank: in neither LoRA's fields (lr, base_quantization, r, "
+                                "alpha, dropout, target_modules) nor peft's LoraConfig"),
 }
 HYDRA_CASES = {  # unknown config group options: Hydra's own message, no traceback
-    "unknown peft": (["peft=qlora"], "Could not find 'peft/qlora'"),
+    "unknown peft": (["peft=nope"], "Could not find 'peft/nope'"),
     "unknown model": (["model=gpt5"], "Could not find 'model/gpt5'"),
     "unknown data": (["data=nope"], "Could not find 'data/nope'"),
 }

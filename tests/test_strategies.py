@@ -168,3 +168,117 @@ def test_learning_rate_schedules(tiny_dirs, schedule, expected):
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx(expected, abs=1e-12)
+
+
+# --- DoRA and the pass-through of peft config fields -------------------------------------------------
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import REPO
+    from instructune.entry import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=False)
+
+
+def test_dora_on_the_world_gpt2_trains_and_merges_exactly():
+    from instructune.world.source import ASSETS
+
+    torch.manual_seed(0)
+    model = STRATEGIES["lora"](r=8, dropout=0.0, use_dora=True).apply(load_model(str(ASSETS / "world-gpt2")), "causal")
+    assert model.peft_config["default"].use_dora is True
+    # world GPT-2: n_embd 128, 4 layers; peft's default target is c_attn (128 -> 384). LoRA r=8 per layer:
+    # A 8x128 + B 384x8 = 4096; DoRA adds one magnitude per output feature of the adapted layer: 384.
+    # 4 * (4096 + 384) = 17920
+    assert count_parameters(model)[0] == 4 * (8 * 128 + 384 * 8 + 384) == 17920
+    magnitudes = {n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n}
+    assert len(magnitudes) == 4
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _step(model, "causal")
+    assert _changed(model, before) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert magnitudes <= _changed(model, before)
+    model.eval()
+    ids = _batch("causal")["input_ids"]
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        merged = model.merge_and_unload()(input_ids=ids).logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+
+
+def test_lora_options_reach_the_peft_config(tiny_dirs, tmp_path):
+    from omegaconf import OmegaConf
+
+    model = STRATEGIES["lora"](r=4, alpha=8, use_rslora=True).apply(load_model(str(tiny_dirs["gpt2"])), "causal")
+    assert model.peft_config["default"].use_rslora is True
+    # rsLoRA scales by alpha / sqrt(r) = 8 / 2 (plain LoRA: alpha / r = 2)
+    assert model.base_model.model.transformer.h[0].attn.c_attn.scaling["default"] == 4.0
+    # a list as Hydra passes it (ListConfig) reaches peft as a list: only layer 0 is adapted, A 16x4 + B 4x48,
+    # and the adapter config can be written
+    strategy = STRATEGIES["lora"](r=4, layers_to_transform=OmegaConf.create([0]))
+    model = strategy.apply(load_model(str(tiny_dirs["gpt2"])), "causal")
+    assert model.peft_config["default"].layers_to_transform == [0]
+    assert type(strategy.options["layers_to_transform"]) is list
+    assert count_parameters(model)[0] == 16 * 4 + 4 * 48
+    model.save_pretrained(tmp_path)
+    assert '"layers_to_transform": [\n    0\n  ]' in (tmp_path / "adapter_config.json").read_text()
+
+
+def test_prompt_options_enable_text_initialisation(tiny_dirs):
+    """peft's TEXT init needs prompt_tuning_init_text and tokenizer_name_or_path: both pass through."""
+    base = load_model(str(tiny_dirs["gpt2"]))
+    wte = base.transformer.wte.weight.detach().clone()
+    strategy = STRATEGIES["prompt"](num_virtual_tokens=3, init="TEXT", prompt_tuning_init_text="the capital of",
+                                    tokenizer_name_or_path=str(tiny_dirs["gpt2"]))
+    model = strategy.apply(base, "causal")
+    # the word tokenizer's ids: the 3, capital 4, of 5
+    torch.testing.assert_close(model.prompt_encoder["default"].embedding.weight.detach(), wte[[3, 4, 5]],
+                               atol=0, rtol=0)
+
+
+LORA_FIELDS = "LoRA's fields (lr, base_quantization, r, alpha, dropout, target_modules)"
+
+
+@pytest.mark.parametrize(("name", "key", "message"), [
+    ("lora", "use_dorra", f"peft=lora: unknown key peft.use_dorra: in neither {LORA_FIELDS} nor peft's LoraConfig; "
+                          "did you mean peft.use_dora or peft.use_bdlora or peft.use_rslora?"),
+    ("lora", "rank", f"peft=lora: unknown key peft.rank: in neither {LORA_FIELDS} nor peft's LoraConfig"),
+    ("ia3", "init_ia3_weight", "peft=ia3: unknown key peft.init_ia3_weight: in neither IA3's fields (lr, "
+                               "base_quantization, target_modules, feedforward_modules) nor peft's IA3Config; "
+                               "did you mean peft.init_ia3_weights?"),
+    ("prefix", "num_layer", "peft=prefix: unknown key peft.num_layer: in neither Prefix's fields (lr, "
+                            "base_quantization, num_virtual_tokens, prefix_projection, encoder_hidden_size) nor "
+                            "peft's PrefixTuningConfig; did you mean peft.num_layers?"),
+    ("lora", "lora_alpha", "peft=lora: set peft.alpha, not peft.lora_alpha "
+                           "(instructune's name for LoraConfig.lora_alpha)"),
+    ("lora", "lora_dropout", "peft=lora: set peft.dropout, not peft.lora_dropout "
+                             "(instructune's name for LoraConfig.lora_dropout)"),
+    ("prompt", "prompt_tuning_init", "peft=prompt: set peft.init, not peft.prompt_tuning_init "
+                                     "(instructune's name for PromptTuningConfig.prompt_tuning_init)"),
+    ("lora", "task_type", "peft=lora: peft.task_type cannot be set: instructune sets it from model.architecture"),
+    ("ia3", "fan_in_fan_out", "peft=ia3: peft.fan_in_fan_out cannot be set: instructune sets it from the model's "
+                              "layer type (true for GPT-2's Conv1D layers)"),
+])
+def test_bad_peft_options_are_one_line_errors(name, key, message):
+    with pytest.raises(ModelError) as error:
+        STRATEGIES[name](**{key: 1})
+    assert str(error.value) == message
+
+
+def test_options_pass_through_hydra_composition():
+    from instructune.instantiate import build
+
+    strategy = build(_compose("peft=lora", "+peft.use_dora=true", "+peft.use_rslora=true").peft, "peft")
+    assert strategy.options == {"use_dora": True, "use_rslora": True}
+    config = strategy.peft_config("causal", "gpt2")
+    assert (config.use_dora, config.use_rslora, config.r, config.lora_alpha) == (True, True, 8, 16)
+    dora = build(_compose("peft=dora").peft, "peft")
+    assert (type(dora), dora.lr, dora.r, dora.options, dora.mergeable) == \
+        (STRATEGIES["lora"], 1e-2, 8, {"use_dora": True}, True)
+    qlora = build(_compose("peft=qlora").peft, "peft")
+    assert (qlora.base_quantization, qlora.target_modules, qlora.r, qlora.alpha, qlora.dropout, qlora.lr) == \
+        ("nf4", "all-linear", 64, 16, 0.1, 2e-4)
+    with pytest.raises(ModelError, match=r"^peft=lora: unknown key peft\.use_dorra: .*did you mean peft\.use_dora"):
+        build(_compose("peft=lora", "+peft.use_dorra=true").peft, "peft")

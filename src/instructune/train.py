@@ -32,15 +32,17 @@ from instructune.instantiate import build
 from instructune.models.limits import position_limit
 from instructune.models.loading import count_parameters, load_model, local_model_dir
 from instructune.models.module import InstructionTuningModule, OptimizerConfig
+from instructune.models.quantization import check_quantized_load
 from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
 from instructune.selection import (budget_scores, check_selection, curve, generation_seconds, restore_best,
-                                  selection_callbacks)
+                                   selection_callbacks)
+from instructune.sharded import gathered_model, is_sharded
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
-from instructune.trainer_parts import callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
+from instructune.trainer_parts import LastValidation, callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
 from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,8 @@ def build_parts(cfg: DictConfig) -> Parts:
     optimizer: OptimizerConfig = build(cfg.optimizer, "optimizer")
     validate(cfg, strategy, optimizer)
     optimizer = optimizer.with_default_lr(strategy.lr)
+    if strategy.base_quantization is not None:  # no CUDA or no bitsandbytes: one line before any tokenising
+        check_quantized_load(strategy.base_quantization, from_config=bool(cfg.model.from_config))
     if cfg.model.name_or_path and not cfg.model.from_config:
         local_model_dir(cfg.model.name_or_path)  # a missing local folder: one line, not the hub's "Repo id ..."
     if cfg.model.tokenizer:
@@ -125,8 +129,7 @@ def build_parts(cfg: DictConfig) -> Parts:
                                         max_seq_length=max_seq_length, pad_to_multiple_of=shapes.pad_to_multiple_of,
                                         drop_last=shapes.drop_last)
     data.setup("fit")
-    model = load_model(cfg.model.name_or_path, cfg.model.architecture, _container(cfg.model.from_config),
-                       cfg.model.dtype, cfg.model.trust_remote_code)
+    model = load_base(cfg, strategy)
     if cfg.model.get("gradient_checkpointing"):
         strategy.enable_gradient_checkpointing(model)
     evaluation = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.split, cfg.eval.max_examples,
@@ -138,6 +141,12 @@ def build_parts(cfg: DictConfig) -> Parts:
                                 ) if cfg.eval.get("selection_split") else None
     kernels = kernel_report(model, on_cuda, configure_attention(on_cuda), shapes, compile_with)
     return Parts(tokenizer, data, model, strategy, optimizer, evaluation, selection, kernels)
+
+
+def load_base(cfg: DictConfig, strategy: Strategy) -> nn.Module:
+    """The base model as ``model.*`` says, quantized when the strategy trains on a 4-bit base (QLoRA)."""
+    return load_model(cfg.model.name_or_path, cfg.model.architecture, _container(cfg.model.from_config),
+                      cfg.model.dtype, cfg.model.trust_remote_code, quantization=strategy.base_quantization)
 
 
 def fit_to_model(max_seq_length: int, limit: int | None, strategy: Strategy, model_name: str) -> int:
@@ -191,6 +200,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         fitted = fit(cfg, parts, module, folder, loggers, ckpt_path)
         if fitted.trainer.global_rank != 0:
             return {"rank": fitted.trainer.global_rank}
+        model = fitted.model or model
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
         chosen_on = parts.selection.run(model, "tuned", keep=False) if parts.selection and cfg.eval.tuned else None
         log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, fitted.trainer.global_step)
@@ -233,13 +243,14 @@ class Fitted:
     curve: list[dict[str, Any]]  # validation generation scores during training (eval.every_n_steps)
     restored: dict[str, Any] | None  # the best checkpoint restored before testing (eval.restore_best)
     callbacks: list[Any]  # the selection callbacks, holding their scores
+    model: nn.Module | None  # FSDP: the gathered, unsharded model (rank 0) that evaluation and export use
 
 
 def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: RunFolder, loggers: list[Any],
         ckpt_path: str | None) -> Fitted:
     """The Trainer from its node, the fit, one more validation if the last step was not validated, and
     the throughput of the training batches (FLOPs from one step re-run on rank 0)."""
-    meter, validated = ThroughputMeter(), _LastValidation()
+    meter, validated = ThroughputMeter(), LastValidation()
     if parts.kernels["compile"] is not None:
         module.compile_model(**parts.kernels["compile"])
     chooser = selection_callbacks(cfg, parts.selection, parts.evaluation)
@@ -257,13 +268,15 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
         trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     restored = restore_best(trainer, module) if cfg.eval.get("restore_best") else None
+    architecture = cfg.model.architecture
+    gathered = gathered_model(trainer, lambda: parts.strategy.apply(load_base(cfg, parts.strategy), architecture),
+                              architecture)
     if trainer.global_rank != 0:
-        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored, chooser)
+        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored, chooser, None)
     # counting FLOPs re-runs one step on rank 0 alone: safe when every rank holds the whole model (one
     # process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
-    sharded = type(trainer.strategy).__name__ not in ("SingleDeviceStrategy", "DDPStrategy")
-    return Fitted(trainer, seconds, metrics, meter.summary(module, count_flops=not sharded), curve(chooser), restored,
-                  chooser)
+    throughput = meter.summary(module, count_flops=not is_sharded(trainer))
+    return Fitted(trainer, seconds, metrics, throughput, curve(chooser), restored, chooser, gathered)
 
 
 def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:
@@ -272,17 +285,6 @@ def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -
             "peft": parts.strategy.name, "adapter_only": parts.strategy.adapter_only}
     log.info("saved %s to %s", "adapter" if parts.strategy.adapter_only else "model",
              folder.export(model, parts.tokenizer, parts.data.prompt_style, meta))
-
-
-class _LastValidation(L.Callback):
-    """The step of the last validation during fit: a run whose last step was not validated (fewer steps
-    than ``val_check_interval``, or not a multiple of it) gets one more validation at the end."""
-
-    step = -1
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.step = trainer.global_step
 
 
 def _container(node: Any) -> Any:

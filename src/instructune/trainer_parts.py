@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig
 
 from instructune.config_check import ConfigError
@@ -47,4 +48,15 @@ def checkpoint_plugins(cfg: DictConfig) -> dict[str, Any]:
     return {"enable_checkpointing": True, "plugins": [AtomicCheckpointIO()]}
 
 
-__all__ = ["checkpoint_to_resume", "callbacks_from_config", "checkpoint_plugins"]
+class LastValidation(L.Callback):
+    """The step of the last validation during fit: a run whose last step was not validated (fewer steps
+    than ``val_check_interval``, or not a multiple of it) gets one more validation at the end."""
+
+    step = -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.step = trainer.global_step
+
+
+__all__ = ["checkpoint_to_resume", "callbacks_from_config", "checkpoint_plugins", "LastValidation"]

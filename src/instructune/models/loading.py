@@ -38,14 +38,21 @@ def load_model(
     from_config: dict[str, Any] | None = None,
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    quantization: str | None = None,
 ) -> nn.Module:
     """Pretrained weights (``name_or_path``) or fresh random weights (``from_config``, with ``model_type``).
 
     ``trust_remote_code`` stays off unless a config turns it on; weights load from safetensors
-    where the folder has them.
+    where the folder has them. ``quantization`` (``Strategy.base_quantization``: ``nf4`` for QLoRA) loads
+    the linear layers in 4 bits through bitsandbytes, on the GPU; what it needs is checked first.
     """
     auto = _auto_class(architecture)
     torch_dtype = getattr(torch, dtype) if dtype else None
+    if quantization is not None:
+        # imported here: quantization.py imports ModelError from this module
+        from instructune.models.quantization import check_quantized_load
+
+        check_quantized_load(quantization, from_config=from_config is not None)
     if from_config is not None:
         from transformers import AutoConfig
 
@@ -73,6 +80,10 @@ def load_model(
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "use_safetensors": None}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
+    if quantization is not None:
+        from instructune.models.quantization import quantized_load_kwargs
+
+        kwargs.update(quantized_load_kwargs(quantization, torch_dtype))
     try:
         return auto.from_pretrained(str(local) if local is not None else name_or_path, config=config, **kwargs)
     except OSError as e:
