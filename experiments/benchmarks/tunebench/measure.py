@@ -79,29 +79,54 @@ def counting(collator: Callable[[Any], dict[str, Any]], clock: StepClock) -> Cal
     return collate
 
 
-def flops_per_real_token(model: Any, tokenizer: Any, data: Any, device: str) -> float:
+def flops_per_real_token(model: Any, tokenizer: Any, data: Any) -> float:
     """Forward + backward FLOPs per real token, on one unpadded instructune row of median length,
-    counted by ``instructune.perf.step_flops`` (the counter behind a training run's MFU)."""
+    counted by ``instructune.perf.step_flops`` (the counter behind a training run's MFU).
+
+    The row goes to wherever the model's parameters are: the worker counts before the contender trains,
+    since Lightning's teardown moves the model back to the CPU after ``fit`` (a CUDA row would then
+    meet CPU weights)."""
     from instructune.data.collate import CausalCollator
     from instructune.models.module import InstructionTuningModule
     from instructune.perf import step_flops
 
     examples = sorted(data.examples["train"], key=lambda e: len(e.input_ids))
     batch = CausalCollator(tokenizer.pad_token_id)([examples[len(examples) // 2]])
-    batch = {k: v.to(device) for k, v in batch.items()}
+    where = next(model.parameters()).device
+    batch = {k: v.to(where) for k, v in batch.items()}
     return step_flops(InstructionTuningModule(model, "causal"), batch) / batch["input_ids"].numel()
 
 
-def matmul_peak(device: str) -> float:
-    """Best of two matmul-peak measurements (fp32 1024^3 on a CPU, bf16 2048^3 on a GPU): the MFU
-    denominator, measured here because a datasheet peak says little about a shared VM."""
+def matmul_peak() -> float:
+    """Best of two fp32 1024^3 matmul-peak measurements on the CPU: the CPU suite's MFU denominator,
+    measured because a datasheet says little about a shared VM, and twice because one run of it drifts."""
     import torch
 
     from instructune.perf import measure_matmul_peak
 
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    size = 2048 if device == "cuda" else 1024
-    return max(measure_matmul_peak(device, dtype, size=size, seconds=s) for s in (1.0, 1.5))
+    return max(measure_matmul_peak("cpu", torch.float32, size=1024, seconds=s) for s in (1.0, 1.5))
+
+
+def peak(device: str) -> dict[str, Any]:
+    """The MFU denominator and where it comes from: on CUDA the datasheet's dense bf16 peak
+    (``instructune.perf.device_peak``, the same figure a training run's MFU uses; ``flops`` None for
+    a GPU it does not know); on the CPU the best of two fp32 matmul measurements (``matmul_peak``)."""
+    import torch
+
+    from instructune.perf import device_peak
+
+    if device == "cuda":
+        found = device_peak("cuda", torch.bfloat16)
+        return {"flops": found.flops, "source": found.source}
+    return {"flops": matmul_peak(), "source": "measured: best of two 1024x1024 fp32 matmul runs on cpu"}
+
+
+def peak_gpu_mb() -> float | None:
+    """Peak GPU memory allocated by this process's tensors so far (``torch.cuda.max_memory_allocated``),
+    in MiB; None without CUDA."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def machine() -> dict[str, Any]:
@@ -116,7 +141,7 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu"], info["cuda"] = torch.cuda.get_device_name(), torch.version.cuda
     for package in ("transformers", "lightning", "trl", "peft"):
         try:
             info[package] = __import__(package).__version__
@@ -136,7 +161,7 @@ def launch(argv: list[str], timeout: int = 1200) -> dict[str, Any] | str:
     """Run one worker in a fresh process (no state shared between runs); its ``RESULT`` line, or a
     short ``failed: ...`` with the tail of its output."""
     proc = subprocess.run([sys.executable, str(ENTRY), *argv], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"})
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])

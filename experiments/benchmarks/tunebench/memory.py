@@ -1,51 +1,74 @@
-"""The memory suite: peak RSS of a few full fine-tuning or LoRA steps through instructune on the
-124M GPT-2 architecture built from config (no download), each run its own process."""
+"""The memory suite: peak memory of a few full fine-tuning or LoRA steps through instructune, each run
+its own process. On the CPU the process's peak RSS (124M GPT-2 from config, world data, batch 4); on a
+GPU the peak GPU memory its tensors took (gpt2-medium from config, instruction-data.json, bf16)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tunebench import measure, workload
 
 STRATEGIES = ("full", "lora")
+NAME = "memory (LoRA vs full)"
+"""What ``--case`` matches to run the GPU suite's memory comparison."""
 
 
-def worker(strategy_name: str, steps: int) -> None:
-    """``steps`` CPU steps with ``strategy_name`` applied; prints its ``RESULT`` line."""
+class MemoryCase(NamedTuple):
+    """The model, data and batch shape both strategies train on for ``steps`` steps."""
+
+    model: str
+    data: str
+    max_length: int
+    batch_size: int
+    steps: int
+
+
+CPU_MEMORY = MemoryCase("gpt2", "world", 256, workload.BATCH_SIZE, 5)
+# gpt2-medium's LoRA-vs-full target; the GPU throughput cases' batch for it (16), dynamic padding
+GPU_MEMORY = MemoryCase("gpt2-medium", "instruction-data", 1024, 16, 10)
+
+
+def worker(strategy_name: str, case: MemoryCase) -> None:
+    """``case.steps`` steps with ``strategy_name`` applied (bf16 on CUDA); prints its ``RESULT`` line."""
     import lightning as L
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    from instructune.data.tokenizer_loading import load_tokenizer
     from instructune.models.loading import count_parameters
     from instructune.models.module import InstructionTuningModule, OptimizerConfig
     from instructune.models.strategies import STRATEGIES
-    from instructune.world.source import WORLD_GPT2
+    from instructune.speed import configure_attention
 
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(str(WORLD_GPT2))
-    model = GPT2LMHeadModel(GPT2Config())  # the 124M gpt2 architecture (vocab 50257)
+    device = measure.device()
+    configure_attention(device == "cuda")
+    model, tokenizer = workload.model_and_tokenizer(case.model, device)  # seeded, from config
     _, params = count_parameters(model)
-    strategy = STRATEGIES[strategy_name]()  # "full" or "lora"
-    model = strategy.apply(model, "causal")
-    data = workload.instructune_data(workload.records("world"), tokenizer, 256)
+    model = STRATEGIES[strategy_name]().apply(model, "causal")  # "full" or "lora"
+    data = workload.instructune_data(workload.records(case.data), tokenizer, case.max_length,
+                                     batch_size=case.batch_size, device=device)
     module = InstructionTuningModule(model, "causal", OptimizerConfig(lr=1e-4))
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(max_steps=case.steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        precision="bf16-mixed" if device == "cuda" else "32-true", logger=False,
+                        enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=data)
     trainable, _ = count_parameters(model)
-    measure.emit({"peak_rss_mb": measure.peak_rss_mb(), "params": params, "trainable": trainable})
+    result = {"peak_rss_mb": measure.peak_rss_mb(), "params": params, "trainable": trainable}
+    if device == "cuda":
+        result["peak_gpu_mb"] = measure.peak_gpu_mb()
+    measure.emit(result)
 
 
-def run_memory(repeats: int, out: Path) -> dict[str, Any]:
-    """Full and LoRA runs alternated ``repeats`` times; the results JSON written at the end."""
-    results: dict[str, Any] = {"machine": measure.machine(), "runs": {name: [] for name in STRATEGIES}}
+def argv(strategy: str, case: MemoryCase) -> list[str]:
+    """The worker's command line (``bench.py --worker-memory ...``)."""
+    return ["--worker-memory", "--contender", strategy, "--model", case.model, "--data", case.data,
+            "--max-length", str(case.max_length), "--batch-size", str(case.batch_size), "--steps", str(case.steps)]
+
+
+def run_memory(case: MemoryCase, repeats: int) -> dict[str, Any]:
+    """Full and LoRA runs alternated ``repeats`` times."""
+    results: dict[str, Any] = {"machine": measure.machine(), "case": case._asdict(),
+                               "runs": {name: [] for name in STRATEGIES}}
     for _ in range(repeats):
         for name in STRATEGIES:
-            results["runs"][name].append(measure.launch(["--worker-memory", "--contender", name, "--steps", "5"]))
+            results["runs"][name].append(measure.launch(argv(name, case)))
             print(name, results["runs"][name][-1], flush=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
     return results

@@ -13,7 +13,8 @@ BATCH_SIZE = 4
 
 
 class Case(NamedTuple):
-    """One block of the table: a model on a data set, timed for ``steps`` after ``warmup`` steps."""
+    """One block of the table: a model on a data set, timed for ``steps`` after ``warmup`` steps, at
+    ``batch_size`` examples (or packed rows) a step for every contender."""
 
     name: str
     model: str
@@ -21,6 +22,7 @@ class Case(NamedTuple):
     max_length: int
     warmup: int
     steps: int
+    batch_size: int = BATCH_SIZE
 
 
 CPU_CASES = [
@@ -29,9 +31,13 @@ CPU_CASES = [
     Case("world-gpt2 x instruction-data.json", "world-gpt2", "instruction-data", 256, 5, 40),
     Case("gpt2-5m x world data", "gpt2-5m", "world", 256, 5, 40),
 ]
+# The real gpt2 / gpt2-medium architectures (vocab 50257) fed by the world tokenizer (2048 ids: no hub
+# tokenizer offline), so FLOPs per token are GPT-2's own. Batch: 32 (gpt2) and 16 (gpt2-medium) rows, what
+# the HF recipe's every-row-padded-to-1024 batches fit with room on an 80 GB H100 (its logits alone,
+# 32 x 1024 x 50257 in fp32, are 6.6 GB). 10 warm-up steps also absorb torch.compile's compilations.
 GPU_CASES = [
-    Case("gpt2 x instruction-data.json", "gpt2", "instruction-data", 512, 10, 100),
-    Case("gpt2-medium x instruction-data.json", "gpt2-medium", "instruction-data", 512, 10, 100),
+    Case(f"{model} x instruction-data.json @{length}", model, "instruction-data", length, 10, 100, batch)
+    for model, batch in (("gpt2", 32), ("gpt2-medium", 16)) for length in (512, 1024)
 ]
 
 
@@ -47,6 +53,7 @@ class Job:
     measured: int
     device: str
     precision: str
+    batch_size: int = BATCH_SIZE
 
 
 def records(data: str) -> list[dict[str, str]]:
@@ -81,11 +88,12 @@ def model_and_tokenizer(name: str, device: str) -> tuple[Any, Any]:
                                            n_head=8, eos_token_id=tokenizer.eos_token_id,
                                            bos_token_id=tokenizer.eos_token_id, resid_pdrop=0.0, embd_pdrop=0.0,
                                            attn_pdrop=0.0))
-    else:  # gpt2 / gpt2-medium architecture from config (no download), the world tokenizer's ids
+    else:  # gpt2 / gpt2-medium architecture from config (no download, vocab 50257), the world tokenizer's ids
         tokenizer = load_tokenizer(str(WORLD_GPT2))
         base = {"gpt2": {}, "gpt2-medium": {"n_embd": 1024, "n_layer": 24, "n_head": 16}}[name]
-        model = GPT2LMHeadModel(GPT2Config(**base, eos_token_id=tokenizer.eos_token_id,
-                                           bos_token_id=tokenizer.eos_token_id))
+        with torch.device(device):  # initialised where it trains: seconds, not a 355M-parameter CPU init
+            model = GPT2LMHeadModel(GPT2Config(**base, eos_token_id=tokenizer.eos_token_id,
+                                               bos_token_id=tokenizer.eos_token_id))
     return model.to(device), tokenizer
 
 
@@ -97,12 +105,23 @@ def pairs(records: list[dict[str, str]]) -> tuple[list[str], list[str]]:
     return [style.format(r["instruction"], r.get("input", "")) for r in records], [r["output"] for r in records]
 
 
-def instructune_data(records: list[dict[str, str]], tokenizer: Any, max_length: int, packing: bool = False) -> Any:
-    """instructune's data module (sampler + collator), set up: also the bare loop's batches."""
+def instructune_data(records: list[dict[str, str]], tokenizer: Any, max_length: int, packing: bool = False,
+                     batch_size: int = BATCH_SIZE, device: str = "cpu") -> Any:
+    """instructune's data module (sampler + collator), set up: also the bare loop's batches. Batch shapes
+    as ``train.py`` picks them for ``device`` (``instructune.speed.shape_choices``: on CUDA lengths
+    rounded to a multiple of 64 and the last partial batch dropped; on the CPU neither)."""
     from instructune.data.datamodule import InstructionDataModule
     from instructune.data.records import InlineSource
+    from instructune.speed import shape_choices
 
+    shapes = shape_choices(device == "cuda", None, None)
     data = InstructionDataModule(InlineSource({"train": records}), tokenizer, "alpaca", masking=True,
-                                 max_seq_length=max_length, batch_size=BATCH_SIZE, seed=0, packing=packing)
+                                 max_seq_length=max_length, batch_size=batch_size, seed=0, packing=packing,
+                                 pad_to_multiple_of=shapes.pad_to_multiple_of, drop_last=shapes.drop_last)
     data.setup("fit")
     return data
+
+
+def job_data(job: Job, packing: bool = False) -> Any:
+    """``instructune_data`` for a contender's job (its records, tokenizer, length, batch and device)."""
+    return instructune_data(job.records, job.tokenizer, job.max_length, packing, job.batch_size, job.device)

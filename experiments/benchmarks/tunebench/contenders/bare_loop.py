@@ -1,12 +1,13 @@
-"""The floor: instructune's batches (its sampler and collator) through a hand-written forward /
-backward / clip / AdamW / scheduler step, so the gap to ``instructune`` is the framework's overhead."""
+"""The floor: instructune's batches (its sampler and collator, the same shapes and attention kernels)
+through a hand-written forward / backward / clip / AdamW / scheduler step, so the gap to
+``instructune`` is the framework's overhead."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tunebench.measure import StepClock, sync
-from tunebench.workload import Job, instructune_data
+from tunebench.workload import Job, job_data
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -16,12 +17,16 @@ def run(job: Job) -> dict[str, Any]:
     from transformers import get_linear_schedule_with_warmup
 
     from instructune.batch import IGNORE_INDEX
+    from instructune.speed import configure_attention
 
     model, device, total = job.model, job.device, job.warmup + job.measured
-    data = instructune_data(job.records, job.tokenizer, job.max_length)
+    configure_attention(device == "cuda")  # the kernels instructune trains with
+    data = job_data(job)
     clock = StepClock(job.warmup, job.measured)
     wait = sync(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # as InstructionTuningModule
+    # as InstructionTuningModule: one fused kernel on CUDA, a multi-tensor one on the CPU
+    kernel = {"fused": True} if device == "cuda" else {"foreach": True}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **kernel)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=job.precision == "bf16-mixed")
     model.train()

@@ -1,6 +1,6 @@
 """The HF Trainer tutorial recipe (the FLAN-T5 + LoRA tutorial's data handling): every example padded
-to ``max_length``, ``default_data_collator``, ``Trainer`` at batch 4. Its loss covers prompt and
-response, which costs the same FLOPs as a response-only loss."""
+to ``max_length``, ``default_data_collator``, ``Trainer`` at the case's batch size. Its loss covers
+prompt and response, which costs the same FLOPs as a response-only loss."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import tempfile
 from typing import Any
 
 from tunebench.measure import StepClock, counting, sync
-from tunebench.workload import BATCH_SIZE, Job, pairs
+from tunebench.workload import Job, pairs
 
 
 def training_args(out: str, job: Job) -> dict[str, Any]:
     """``TrainingArguments`` shared with the TRL contenders: the hyper-parameters of every contender
-    (AdamW 1e-4, linear schedule, clipping 1.0, batch 4), no logging, saving or evaluation."""
-    return {"output_dir": out, "per_device_train_batch_size": BATCH_SIZE, "max_steps": job.warmup + job.measured,
+    (AdamW 1e-4, linear schedule, clipping 1.0, the case's batch size), no logging, saving or evaluation."""
+    return {"output_dir": out, "per_device_train_batch_size": job.batch_size, "max_steps": job.warmup + job.measured,
             "learning_rate": 1e-4, "lr_scheduler_type": "linear", "warmup_steps": 0, "max_grad_norm": 1.0,
             "logging_steps": 10**6, "save_strategy": "no", "eval_strategy": "no", "report_to": "none",
             "disable_tqdm": True, "dataloader_num_workers": 0, "seed": 0, "use_cpu": job.device == "cpu",

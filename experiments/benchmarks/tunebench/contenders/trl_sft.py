@@ -1,6 +1,9 @@
 """TRL's ``SFTTrainer`` (a benchmark-only dependency: ``pip install trl``) on prompt / completion
-pairs with completion-only loss, in one of its three batching modes: ``dynamic`` padding,
-``padding_free`` (the batch flattened into one row with position ids) or BFD ``packing``."""
+pairs with completion-only loss, in one of its three batching modes as ``SFTConfig`` documents them:
+``dynamic`` padding, ``padding_free=True`` (the batch flattened into one row with position ids) or
+``packing=True`` with ``packing_strategy="bfd"`` (best-fit decreasing into rows of ``max_length``,
+which TRL runs padding-free). Its attention is the model's (SDPA here; TRL recommends FlashAttention
+for padding-free rows, which transformers 5 otherwise masks block-diagonally from the position ids)."""
 
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def run(job: Job, mode: str) -> dict[str, Any]:
         # padding-free without packing refuses a max_length (it cannot enforce it); the records are
         # already shorter than max_length here, so nothing is cut either way
         args = SFTConfig(**training_args(out, job), max_length=None if mode == "padding_free" else job.max_length,
-                         completion_only_loss=True, packing=mode == "packing", padding_free=mode == "padding_free",
-                         dataset_num_proc=None)
+                         completion_only_loss=True, packing=mode == "packing", packing_strategy="bfd",
+                         padding_free=mode == "padding_free", dataset_num_proc=None)
         trainer = SFTTrainer(model=job.model, args=args, train_dataset=dataset, processing_class=job.tokenizer,
                              callbacks=[clock_callback(clock, job.device)])
         trainer.data_collator = counting(trainer.data_collator, clock)
