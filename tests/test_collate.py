@@ -1,4 +1,3 @@
-import torch
 
 from instructune.batch import IGNORE_INDEX
 from instructune.data.collate import CausalCollator, Seq2SeqCollator, collate_blocks, pack_blocks

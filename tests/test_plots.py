@@ -4,7 +4,6 @@ error-bar ends, label boxes after drawing, the points of each line. A fake sweep
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from itertools import combinations
@@ -212,49 +211,18 @@ def test_a_sweep_with_no_validation_at_all_says_why_instead_of_a_plot(tmp_path, 
     assert "- `peft=ia3`: no CSV log (run with `logger=csv`)." in report
 
 
-def _study(name: str, monkeypatch):
-    """experiments/<name>/run.py as a module, its save_figure keeping the figure open."""
-    spec = importlib.util.spec_from_file_location(f"{name}_run", REPO / "experiments" / name / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_study_learning_curves_stay_within_0_and_100_percent(tmp_path, monkeypatch):
+    """The studies' learning curves: bootstrap interval bars as given, never beyond 0..100%."""
+    from instructune import study_report
+
     kept = {}
-
-    def keep(fig, path):
-        kept[path.name] = fig
-        return path
-
-    monkeypatch.setattr(module, "save_figure", keep)
-    return module, kept
-
-
-def test_masking_study_bars_stay_within_0_and_100_percent(tmp_path, monkeypatch):
-    study, kept = _study("masking_study", monkeypatch)
-    # (setting, EM masked, half-width, EM unmasked, half-width); nan: one seed, no bar
-    study.plot([("full\n150 steps", 0.0, math.nan, 0.02, 0.05), ("lora\n150 steps", 0.9, 0.3, 0.1, 0.2)], tmp_path)
-    ax = kept["masking_effect.png"].axes[0]
-    assert ax.get_ylim() == (0.0, 100.0)
-    # full: masked no bar (0..0), unmasked 2% +- 5 -> 0..7
-    # lora: masked 90% +- 30 -> 60..100, unmasked 10% +- 20 -> 0..30
+    monkeypatch.setattr("instructune.sweep_plots.save_figure", lambda fig, path: kept.setdefault(path.name, fig) and path)
+    curve = [{"arm": "λ=0", "budget": 150, "mean": 0.0, "low": 0.0, "high": 0.0, "seeds": 5},
+             {"arm": "λ=0", "budget": 300, "mean": 0.9, "low": 0.6, "high": 1.0, "seeds": 5},
+             {"arm": "λ=1", "budget": 150, "mean": 0.02, "low": 0.0, "high": 0.07, "seeds": 5},
+             {"arm": "λ=1", "budget": 300, "mean": 0.1, "low": 0.0, "high": 0.3, "seeds": 5}]
+    study_report.learning_curves(curve, tmp_path / "learning_curves.png", "study")
+    ax = kept["learning_curves.png"].axes[0]
+    assert ax.get_ylim() == (0.0, 100.0) and [t.get_text() for t in ax.get_legend().get_texts()] == ["λ=0", "λ=1"]
     assert sorted(round(v, 6) for v in _error_bar_ends(ax, axis=1)) == [0.0, 0.0, 0.0, 0.0, 7.0, 30.0, 60.0, 100.0]
-    plt.close("all")
-
-
-PEFT = [("GPT-2 (causal)", "full", 1088256, .385, .053, 28.2), ("GPT-2 (causal)", "lora", 16384, .325, .140, 20.9),
-        ("GPT-2 (causal)", "prefix", 20480, .055, .059, 26.5), ("GPT-2 (causal)", "prompt", 2560, .004, .017, 27.8),
-        ("GPT-2 (causal)", "ia3", 3584, .142, .025, 23.6), ("GPT-2 (causal)", "bitfit", 5760, .146, .022, 22.5),
-        ("T5 (seq2seq)", "full", 1181440, .148, .039, 9.0), ("T5 (seq2seq)", "lora", 24576, .103, .022, 9.4),
-        ("T5 (seq2seq)", "prefix", 10240, .085, .008, 6.7), ("T5 (seq2seq)", "prompt", 5120, .006, .015, 11.3),
-        ("T5 (seq2seq)", "ia3", 3584, .101, .015, 8.6)]  # experiments/peft_study/report.md
-
-
-def test_peft_study_labels_never_overlap_and_scores_start_at_0(tmp_path, monkeypatch):
-    study, kept = _study("peft_study", monkeypatch)
-    points = [{"family": f, "peft": p, "trainable": t, "em": em, "ci": ci, "seconds": s} for f, p, t, em, ci, s in PEFT]
-    study.plot(points, tmp_path)
-    fig = kept["quality_vs_cost.png"]
-    for ax, key in zip(fig.axes, ("trainable", "seconds"), strict=True):
-        assert ax.get_ylim() == (0.0, 60.0)
-        assert min(_error_bar_ends(ax, axis=1)) == 0.0  # prefix 5.5% +- 5.9 and prompt 0.4% +- 1.7, cut at 0
-        assert sorted(t.get_text() for t in ax.texts) == sorted(p["peft"] for p in points)
-        _assert_labels_clear(ax, [(p[key], 100 * p["em"]) for p in points])
     plt.close("all")

@@ -1,0 +1,89 @@
+"""The study engine (every arm at its own tuned learning rate, chosen on validation; then seeds x budgets
+on test) and its report, on tiny settings through the real entry point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from instructune.study import Arm, StudyDesign, bracketed, run_study, validation_key
+from instructune.study_report import write_study_report
+
+
+def test_the_best_rate_and_whether_the_grid_brackets_it():
+    assert bracketed({1e-3: (0.1,), 1e-2: (0.3,), 1e-1: (0.2,)}) == (1e-2, None)
+    assert bracketed({1e-3: (0.4,), 1e-2: (0.3,), 1e-1: (0.2,)}) == (1e-3, "low")
+    assert bracketed({1e-3: (0.1,), 1e-2: (0.3,), 1e-1: (0.5,)}) == (1e-1, "high")
+    # a tie between an edge and the middle goes to the middle: a tie is no evidence of an edge
+    assert bracketed({1e-3: (0.3,), 1e-2: (0.3,), 1e-1: (0.2,)}) == (1e-2, None)
+
+
+def test_validation_scores_order_ties_by_rouge_then_loss():
+    def summary(em, rouge, loss):
+        return {"selection": {"tuned": {"all": em, "rougeL/all": rouge}}, "metrics": {"val/loss": loss}}
+
+    ranked = sorted([summary(0.5, 0.6, 1.0), summary(0.5, 0.7, 2.0), summary(0.5, 0.7, 1.5), summary(0.4, 0.9, 0.1)],
+                    key=validation_key, reverse=True)
+    assert [(s["selection"]["tuned"]["rougeL/all"], s["metrics"]["val/loss"]) for s in ranked] == [
+        (0.7, 1.5), (0.7, 2.0), (0.6, 1.0), (0.9, 0.1)]
+    assert validation_key({}) == (-math.inf, -math.inf, -math.inf)  # a run without scores ranks last
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_run", REPO / "experiments" / name / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_studies_designs():
+    masking = _script("masking_study")
+    assert [(a.name, a.overrides) for a in masking.DESIGN.arms] == [
+        ("λ=0", ("loss.prompt_weight=0",)), ("λ=0.01", ("loss.prompt_weight=0.01",)),
+        ("λ=0.1", ("loss.prompt_weight=0.1",)), ("λ=0.5", ("loss.prompt_weight=0.5",)), ("λ=1", ("loss.prompt_weight=1",))]
+    assert (masking.DESIGN.budgets, masking.DESIGN.seeds) == ((150, 300, 600), (0, 1, 2, 3, 4))
+    peft = _script("peft_study")
+    gpt2 = peft.design("gpt2")
+    assert [a.name for a in gpt2.arms] == ["full", "lora", "prefix", "prompt", "ia3", "bitfit"]
+    # each strategy's grid is its own default (conf/peft) times 1/3, 1, 3
+    assert {a.name: a.lr_grid for a in gpt2.arms}["full"] == pytest.approx((1e-3 / 3, 1e-3, 3e-3))
+    assert {a.name: a.lr_grid for a in gpt2.arms}["prompt"] == pytest.approx((1e-2, 3e-2, 9e-2))
+    assert [a.name for a in peft.design("t5").arms] == ["full", "lora", "prefix", "prompt", "ia3"]
+    assert peft.design("t5", quick=True).budgets == (10, 20, 40)
+
+
+@pytest.mark.slow
+def test_a_tiny_study_end_to_end(tmp_path):
+    design = StudyDesign(
+        name="tiny", base=("experiment=masking_study", "data.source.max_train_records=32", "eval.max_examples=8",
+                           "eval.selection_max_examples=8", "eval.max_new_tokens=4", "trainer.val_check_interval=8",
+                           "eval.base=false"),
+        arms=(Arm("λ=0", ("loss.prompt_weight=0",), (3e-3, 1e-2, 3e-2)), Arm("λ=1", ("loss.prompt_weight=1",), (1e-2,))),
+        budgets=(4, 8), seeds=(0, 1), max_extensions=1)
+    study = run_study(design, tmp_path)
+    assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(study))
+    one_rate = study["tuning"]["λ=1"]
+    # a one-rate grid is at its low edge: extended once (max_extensions=1) downwards, and still at an edge
+    assert one_rate["grid"] == pytest.approx([1e-2 / 3, 1e-2], rel=1e-5) and one_rate["edge"] in ("low", "high")
+    for arm, tuned in study["tuning"].items():
+        # the chosen rate is the best validation score among the summaries of the tuning runs
+        summaries = {r["lr"]: json.loads((Path(r["run"]) / "summary.json").read_text()) for r in tuned["runs"]}
+        assert tuned["lr"] == max(summaries, key=lambda lr: (validation_key(summaries[lr]),
+                                                             -abs(sorted(summaries).index(lr) - (len(summaries) - 1) / 2)))
+        assert all(s["config"]["seed"] == 1000 and s["steps"] == 8 for s in summaries.values())
+        finals = [json.loads((Path(run) / "summary.json").read_text()) for run in study["final"][arm]]
+        assert sorted(f["config"]["seed"] for f in finals) == [0, 1] and {f["lr"] for f in finals} == {tuned["lr"]}
+        assert all(sorted(f["budgets"]) == ["4", "8"] for f in finals)
+    report = write_study_report(study, tmp_path, "Tiny study").read_text()
+    assert "| λ=0 | " in report and "| λ=1 | " in report and "baseline" in report and (tmp_path / "learning_curves.png").is_file()
+    # the report's exact match at 8 steps: the mean over seeds x items, i.e. of the runs' own test scores
+    finals = [json.loads((Path(run) / "summary.json").read_text()) for run in study["final"]["λ=1"]]
+    mean = sum(f["budgets"]["8"]["test"]["all"] for f in finals) / 2
+    section = report.split("### 8 steps")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| λ=1 |"))
+    assert row.split(" | ")[2].startswith(f"{100 * mean:.1f}% (")
