@@ -96,39 +96,104 @@ def test_world_t5_is_an_embedded_seq2seq_base():
     assert count_parameters(model)[1] == 1181440 and model.config.decoder_start_token_id == model.config.pad_token_id
 
 
-@pytest.mark.parametrize("experiment,model,data,grid", [
-    ("masking_study", "world-gpt2", "world",
-     {"peft": "full,lora", "masking": "true,false", "trainer.max_steps": "150,450",
-      "data.source.max_train_records": "300,null", "seed": "0,1,2"}),
-    ("peft_study_gpt2", "world-gpt2", "world",
-     {"peft": "full,lora,prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
-    ("peft_study_t5", "world-t5", "world",
-     {"peft": "full,lora,prefix,prompt,ia3", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
-    ("peft_study_gpt2_high_lr", "world-gpt2", "world",
-     {"peft": "prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "9", "seed": "0,1,2"}),
-    ("peft_study_t5_high_lr", "world-t5", "world",
-     {"peft": "prefix,prompt,ia3", "optimizer.lr_scale": "9", "seed": "0,1,2"}),
-    # the GPU-scale versions: composed here, run where a GPU is
-    ("masking_study_gpu", "gpt2-medium", "instruction_data",
-     {"peft": "full,lora", "masking": "true,false", "trainer.max_steps": "117,234", "data.source.max_records": "550,null",
-      "seed": "0,1,2"}),
-    ("peft_study_gpu_flan_t5", "flan-t5-small", "alpaca",
-     {"peft": "full,lora,prefix,prompt,ia3", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
-    ("peft_study_gpu_gpt2_medium", "gpt2-medium", "instruction_data",
-     {"peft": "full,lora,prefix,prompt,ia3,bitfit", "optimizer.lr_scale": "0.33,1,3", "seed": "0,1,2"}),
+# The CPU studies' experiment configs are the shared base of instructune.study designs (the study
+# scripts pass the arms, learning rates, seeds and budgets): no grid of their own.
+@pytest.mark.parametrize("experiment,model,peft", [
+    ("masking_study", "world-gpt2", "lora"), ("peft_study_gpt2", "world-gpt2", "lora"), ("peft_study_t5", "world-t5", "lora"),
 ])
-def test_study_experiments_compose_with_their_grids(experiment, model, data, grid):
+def test_cpu_study_bases_compose(experiment, model, peft):
     cfg = _compose_with_hydra(f"experiment={experiment}")
-    assert (cfg.model.name, cfg.data.name) == (model, data)
-    assert dict(cfg.hydra.sweeper.params) == grid
-    for key in grid:  # every swept key exists in the composed config (a typo would sweep nothing)
+    choices = cfg.hydra.runtime.choices
+    assert (cfg.model.name, cfg.data.name, choices.peft, choices.checkpoint, choices.logger) == (
+        model, "world", peft, "none", "csv")
+    assert (cfg.optimizer.schedule, cfg.optimizer.warmup_ratio, cfg.trainer.max_steps, cfg.export) == ("constant", 0.05, 600, False)
+    assert not cfg.hydra.sweeper.params
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    if cfg.model.architecture == "seq2seq":
+        assert cfg.data.prompt.style == "flan"
+
+
+# The GPU studies' bases: the literature's learning-rate regime (per-strategy grids under study.lr_grids,
+# which the study scripts read), batch 8 per optimizer step for gpt2-medium as the LLMs-from-scratch ch. 7
+# anchor, a constant rate so budgets of one run equal runs stopped there, and a runnable example grid.
+GPU_STUDIES = {
+    "masking_study_gpu": {
+        "model": "gpt2-medium", "data": "instruction_data", "lr": 5e-5, "weight_decay": 0.1, "batch": (8, 1024, 1),
+        "steps": (234, [117, 234]),
+        "grid": {"loss.prompt_weight": "0,0.01,0.1,0.5,1", "data.source.max_train_records": "467,null", "seed": "0,1,2"},
+        "lr_grids": {"full": [2e-5, 5e-5, 1e-4], "lora": [1e-4, 3e-4, 1e-3]},
+    },
+    "peft_study_gpu_gpt2_medium": {
+        "model": "gpt2-medium", "data": "instruction_data", "lr": 5e-5, "weight_decay": 0.1, "batch": (8, 1024, 1),
+        "steps": (234, [117, 234]),
+        "grid": {"optimizer.lr": "2e-5,5e-5,1e-4", "seed": "0,1,2"},
+        "lr_grids": {"full": [2e-5, 5e-5, 1e-4], "lora": [1e-4, 3e-4, 1e-3], "prefix": [1e-2, 3e-2, 1e-1],
+                     "prompt": [1e-2, 3e-2, 1e-1, 3e-1], "ia3": [1e-3, 3e-3, 1e-2], "bitfit": [1e-4, 3e-4, 1e-3]},
+    },
+    "peft_study_gpu_flan_t5": {
+        "model": "flan-t5-small", "data": "alpaca", "lr": 3e-4, "weight_decay": 0.0, "batch": (32, 512, 2),
+        "steps": (3000, [750, 1500, 3000]),
+        "grid": {"optimizer.lr": "3e-5,1e-4,3e-4,1e-3", "seed": "0,1,2"},
+        "lr_grids": {"full": [3e-5, 1e-4, 3e-4, 1e-3], "lora": [3e-4, 1e-3, 3e-3], "prefix": [3e-3, 1e-2, 3e-2],
+                     "prompt": [3e-2, 1e-1, 3e-1, 1.0], "ia3": [1e-3, 3e-3, 1e-2]},
+    },
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(GPU_STUDIES))
+def test_gpu_study_bases_compose_with_the_literature_regime(experiment):
+    from hydra.utils import instantiate
+
+    from instructune.config_check import check_config
+
+    want = GPU_STUDIES[experiment]
+    cfg = _compose_with_hydra(f"experiment={experiment}")
+    choices = cfg.hydra.runtime.choices
+    assert (cfg.model.name, cfg.data.name, choices.peft, choices.trainer, choices.checkpoint, choices.logger) == (
+        want["model"], want["data"], "full", "gpu", "none", "wandb")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.export) == ("gpu", "bf16-mixed", False)
+    assert (cfg.optimizer.lr, cfg.optimizer.lr_scale, cfg.optimizer.weight_decay, cfg.optimizer.schedule,
+            cfg.optimizer.warmup_ratio) == (want["lr"], 1.0, want["weight_decay"], "constant", 0.05)
+    assert (cfg.data.batch_size, cfg.data.max_seq_length, cfg.trainer.accumulate_grad_batches) == want["batch"]
+    assert (cfg.trainer.max_steps, list(cfg.eval.budgets)) == want["steps"]
+    assert (cfg.data.source.max_records, cfg.data.source.max_train_records) == (None, None)
+    assert dict(cfg.hydra.sweeper.params) == want["grid"]
+    for key in want["grid"]:  # every swept key exists in the composed config (a typo would sweep nothing)
         node = cfg
         for part in key.split("."):
             assert part in node, f"{experiment}: sweeps {key}, which the config does not have"
             node = node[part]
-    if "gpu" in experiment:
-        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
-    else:  # the CPU studies run two jobs at a time
-        assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
-    if cfg.model.architecture == "seq2seq":
-        assert cfg.data.prompt.style == "flan" and "bitfit" not in grid["peft"]
+    grids = {k: list(v) for k, v in cfg.study.lr_grids.items()}
+    assert grids == want["lr_grids"]
+    assert all(g == sorted(g) and len(set(g)) == len(g) >= 3 for g in grids.values())
+    if cfg.model.architecture == "seq2seq":  # T5 has no bias terms: no BitFit arm
+        assert cfg.data.prompt.style == "flan" and "bitfit" not in grids
+    run_cfg = _compose(f"experiment={experiment}")
+    check_config(run_cfg)  # the study key, which the run ignores, passes the config check
+    assert instantiate(run_cfg.peft).name == "full"
+
+
+@pytest.mark.parametrize("experiment", sorted(GPU_STUDIES))
+def test_gpu_full_fine_tuning_grid_brackets_5e_5(experiment):
+    """5e-5, the gpt2-medium anchor (LLMs-from-scratch ch. 7) and transformers' AdamW default, lies strictly
+    inside every GPU study's full fine-tuning grid: the tuning can show a worse rate on both sides of it."""
+    cfg = _compose(f"experiment={experiment}")
+    grid = list(cfg.study.lr_grids.full)
+    assert min(grid) < 5e-5 < max(grid)
+    if cfg.model.name == "gpt2-medium":  # the anchor itself is a point, with a neighbour on both sides
+        assert 5e-5 in grid[1:-1] and cfg.optimizer.lr == 5e-5
+
+
+def test_json_source_cuts_the_train_split_by_max_train_records():
+    from hydra.utils import instantiate
+
+    from instructune.config_check import ConfigError, check_config
+    from instructune.data.records import DatasetSource
+
+    cfg = _compose("data=json", "data.path=x.json", "data.source.max_train_records=20")
+    source = instantiate(cfg.data.source)
+    assert isinstance(source, DatasetSource) and (source.max_train_records, source.max_records) == (20, None)
+    with pytest.raises(ConfigError) as caught:
+        check_config(_compose("data=json", "data.path=x.json", "data.source.max_train_records=0"))
+    assert str(caught.value) == "data.source.max_train_records=0: must be an integer >= 1 (or null: every record)"
+    check_config(_compose("data=instruction_data", "data.source.max_train_records=467"))

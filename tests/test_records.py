@@ -86,3 +86,35 @@ def test_a_dataset_folder_keeps_its_own_splits(tmp_path):
     assert [r["instruction"] for r in splits["test"]] == [f"task {i}" for i in range(30, 40)]
     # validation is carved from train (10%), test is the source's own
     assert len(splits["validation"]) == 3 and len(splits["train"]) == 27
+
+
+def test_max_train_records_cuts_train_after_the_split_and_leaves_validation_and_test_alone(tmp_path):
+    rows = [{"instruction": f"task {i}", "input": "", "output": f"out {i}"} for i in range(100)]
+    path = str(_write(tmp_path, "json", rows))
+    full = DatasetSource(path, seed=7).load()
+    assert {k: len(v) for k, v in full.items()} == {"train": 85, "test": 5, "validation": 10}
+    for n in (20, 50):
+        cut = DatasetSource(path, seed=7, max_train_records=n).load()
+        assert cut["validation"] == full["validation"] and cut["test"] == full["test"]
+        assert cut["train"] == full["train"][:n] and len(cut["train"]) == n
+    assert DatasetSource(path, seed=7, max_train_records=500).load() == full  # more than there is: all of it
+
+
+def test_max_records_truncates_before_the_split_so_the_test_set_moves(tmp_path):
+    """The documented contrast: max_records slices the file first, then splits what is left."""
+    rows = [{"instruction": f"task {i}", "input": "", "output": f"out {i}"} for i in range(100)]
+    path = str(_write(tmp_path, "json", rows))
+    cut = DatasetSource(path, seed=7, max_records=40).load()
+    assert {k: len(v) for k, v in cut.items()} == {"train": 34, "test": 2, "validation": 4}
+    assert {r["instruction"] for s in cut.values() for r in s} == {f"task {i}" for i in range(40)}
+    assert cut["test"] != DatasetSource(path, seed=7).load()["test"]
+
+
+def test_max_train_records_keeps_a_folder_s_own_test_split_and_carved_validation(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:30]))
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[30:]))
+    full = DatasetSource(str(folder)).load()
+    cut = DatasetSource(str(folder), max_train_records=5).load()
+    assert (cut["validation"], cut["test"], cut["train"]) == (full["validation"], full["test"], full["train"][:5])

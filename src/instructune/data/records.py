@@ -142,6 +142,10 @@ class DatasetSource:
     ``path`` is a file path or a hub name; ``subset`` is the hub configuration name. Sources with their
     own splits keep them (a missing validation/test split is carved from train); others are split
     with ``splits`` and ``seed``.
+
+    ``max_train_records`` cuts the train split to its first N records *after* splitting, so validation
+    and test are the same whatever N is: the knob for data-size studies. ``max_records`` truncates
+    every split *before* splitting (quick runs on a slice of a large set): the test set changes with it.
     """
 
     path: str
@@ -150,6 +154,7 @@ class DatasetSource:
     seed: int = 42
     subset: str | None = None
     max_records: int | None = None
+    max_train_records: int | None = None
     skip_invalid: bool = False
 
     def load(self) -> Splits:
@@ -167,6 +172,8 @@ class DatasetSource:
             splits = split_records(validated["train"], self.splits, self.seed, self.path)
         else:
             splits = self._fill_missing(validated)
+        if self.max_train_records is not None:  # after the split: validation and test do not move with it
+            splits["train"] = splits["train"][: self.max_train_records]
         log.info("%s: %s", self.path, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
         return splits
 
