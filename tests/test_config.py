@@ -57,8 +57,10 @@ def test_experiments_compose():
     cfg = _compose("experiment=gpt2_medium_instruction_data")
     assert (cfg.model.name, cfg.data.name, get_class(cfg.peft._target_).name) == ("gpt2-medium", "instruction_data", "full")
     assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == 5e-5
+    assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (8, 1)  # the book's batch of 8 per step
     cfg = _compose("experiment=flan_t5_small_alpaca")
     assert (cfg.model.architecture, cfg.data.prompt.style, cfg.peft.r) == ("seq2seq", "flan", 16)
+    assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (32, 1)
 
 
 def _compose_with_hydra(*overrides: str):
