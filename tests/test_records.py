@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,13 +77,18 @@ def test_missing_file_and_empty_split(tmp_path):
         DatasetSource(str(_write(tmp_path, "json", ROWS[:5]))).load()
 
 
-def test_a_dataset_folder_keeps_its_own_splits(tmp_path):
-    """A folder of split files loads through the same load_dataset path as a hub name."""
+def _split_folder(tmp_path) -> Path:
+    """A dataset folder with its own train (30 records) and test (10) files."""
     folder = tmp_path / "my_dataset"
     folder.mkdir()
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:30]))
     (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[30:]))
-    splits = DatasetSource(str(folder)).load()
+    return folder
+
+
+def test_a_dataset_folder_keeps_its_own_splits(tmp_path):
+    """A folder of split files loads through the same load_dataset path as a hub name."""
+    splits = DatasetSource(str(_split_folder(tmp_path))).load()
     assert [r["instruction"] for r in splits["test"]] == [f"task {i}" for i in range(30, 40)]
     # validation is carved from train (10%), test is the source's own
     assert len(splits["validation"]) == 3 and len(splits["train"]) == 27
@@ -111,10 +117,7 @@ def test_max_records_truncates_before_the_split_so_the_test_set_moves(tmp_path):
 
 
 def test_max_train_records_keeps_a_folder_s_own_test_split_and_carved_validation(tmp_path):
-    folder = tmp_path / "my_dataset"
-    folder.mkdir()
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:30]))
-    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[30:]))
+    folder = _split_folder(tmp_path)
     full = DatasetSource(str(folder)).load()
     cut = DatasetSource(str(folder), max_train_records=5).load()
     assert (cut["validation"], cut["test"], cut["train"]) == (full["validation"], full["test"], full["train"][:5])

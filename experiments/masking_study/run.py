@@ -15,11 +15,10 @@ learning_curves.png here; the README beside it discusses them.
 from __future__ import annotations
 
 import argparse
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from instructune.study import Arm, StudyDesign, read_study, run_study
+from instructune.study import Arm, StudyDesign, run_or_read
 from instructune.study_report import write_study_report
 
 HERE = Path(__file__).resolve().parent
@@ -59,12 +58,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     design = design_for(args.quick, args.arms)
     out = args.out or REPO / "multirun" / design.name
-    if args.report_only:
-        study = read_study(out)
-    else:
-        if out.exists():
-            shutil.rmtree(out)
-        study = run_study(design, out)
+    study = run_or_read(design, out, args.report_only)
     report_dir = args.report_dir or (out if args.quick else HERE)
     report = write_study_report(study, report_dir, "Masking study: the prompt-loss weight λ, every arm at its own "
                                 "learning rate")

@@ -17,13 +17,12 @@ learning_curves_<family>.png beside this script; the README discusses them.
 from __future__ import annotations
 
 import argparse
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from instructune.study import Arm, StudyDesign, read_study, run_study
+from instructune.study import Arm, StudyDesign, run_or_read
 from instructune.study_report import write_study_report
 
 HERE = Path(__file__).resolve().parent
@@ -67,12 +66,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         if args.arms:
             chosen = replace(chosen, arms=tuple(a for a in chosen.arms if a.name in args.arms))
         out = REPO / "multirun" / chosen.name
-        if args.report_only:
-            study = read_study(out)
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            study = run_study(chosen, out)
+        study = run_or_read(chosen, out, args.report_only)
         report_dir = out if args.quick else HERE
         report = write_study_report(study, report_dir, f"PEFT study, {FAMILIES[family][0]}: every strategy at its "
                                     "own learning rate", suffix="" if args.quick else f"_{family}")

@@ -150,6 +150,17 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("λ", "lambda")).strip("-") or "arm"
 
 
+def run_or_read(design: StudyDesign, out: Path, report_only: bool = False) -> dict[str, Any]:
+    """``report_only``: the study already in ``out``; otherwise a fresh run (an earlier one is removed)."""
+    import shutil
+
+    if report_only:
+        return read_study(out)
+    if out.exists():
+        shutil.rmtree(out)
+    return run_study(design, out)
+
+
 def read_study(out: Path) -> dict[str, Any]:
     path = out / STUDY_FILE
     if not path.is_file():
@@ -157,4 +168,4 @@ def read_study(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-__all__ = ["Arm", "StudyDesign", "run_study", "read_study", "tune", "final_runs", "bracketed", "validation_key"]
+__all__ = ["Arm", "StudyDesign", "run_study", "run_or_read", "read_study", "tune", "final_runs", "bracketed", "validation_key"]
