@@ -98,6 +98,9 @@ def main_job(cfg: DictConfig) -> float | None:
             "Run each configuration as its own `python train.py trainer=ddp ...`, or sweep on SLURM with "
             "hydra/launcher=slurm, where SLURM starts one task per device."
         )
+    if sweeping and "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower() and not cfg.eval.get("selection_split"):
+        sys.exit("error: hparams_search (Optuna) maximises tuned exact match on eval.selection_split; "
+                 "set it (e.g. eval.selection_split=validation)")
     output_dir = Path(hydra_cfg.runtime.output_dir)
     group = Path(hydra_cfg.sweep.dir).name if sweeping else None
     try:
