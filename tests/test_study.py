@@ -50,6 +50,7 @@ def test_the_studies_designs():
     peft = _script("peft_study")
     gpt2 = peft.design("gpt2")
     assert [a.name for a in gpt2.arms] == ["full", "lora", "prefix", "prompt", "ia3", "bitfit"]
+    assert (gpt2.budgets, gpt2.seeds, gpt2.baseline) == ((100, 200, 400), (0, 1, 2, 3, 4), "full")
     # each strategy's grid is its own default (conf/peft) times 1/3, 1, 3
     assert {a.name: a.lr_grid for a in gpt2.arms}["full"] == pytest.approx((1e-3 / 3, 1e-3, 3e-3))
     assert {a.name: a.lr_grid for a in gpt2.arms}["prompt"] == pytest.approx((1e-2, 3e-2, 9e-2))

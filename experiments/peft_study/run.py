@@ -9,7 +9,7 @@ tuned learning rate, on the embedded GPT-2 and T5 bases.
 Per family, every strategy is an arm (``conf/experiment/peft_study_<family>.yaml``): its learning rate is
 tuned on the validation split from a grid around its own default (``conf/peft/<name>.yaml``: 1/3, 1 and
 3 times it), extended by ``instructune.study`` until the best rate is inside the grid; then each
-strategy trains at its rate with 5 fresh seeds and is scored on the test split at 150, 300 and 600
+strategy trains at its rate with 5 fresh seeds and is scored on the test split at 100, 200 and 400
 steps, compared with full fine-tuning (paired by seed and item). Reports: report_<family>.md and
 learning_curves_<family>.png beside this script; the README discusses them.
 """
@@ -46,7 +46,7 @@ def design(family: str, quick: bool = False) -> StudyDesign:
     _, strategies = FAMILIES[family]
     arms = tuple(Arm(s, (f"peft={s}",), tuple(default_lr(s) * k for k in (1 / 3, 1, 3))) for s in strategies)
     full = StudyDesign(name=f"peft_study_{family}", base=(f"experiment=peft_study_{family}",), arms=arms,
-                       budgets=(150, 300, 600), seeds=(0, 1, 2, 3, 4), baseline="full")
+                       budgets=(100, 200, 400), seeds=(0, 1, 2, 3, 4), baseline="full")
     if not quick:
         return full
     return replace(full, name=f"peft_study_{family}_quick", base=(*full.base, *TINY), budgets=(10, 20, 40),
