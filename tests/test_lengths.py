@@ -88,3 +88,5 @@ def test_own_json_with_records_longer_than_the_default_base_trains(tmp_path):
     assert summary["data"] == {"train": 51 - 19, "validation": 6 - 1, "test": 3}
     # every validation record was answered, the long prompt too (cut from the left to fit)
     assert summary["eval"]["tuned"]["n"] == 6
+    # eval.split=validation is also the selection split: scored once, the same scores
+    assert summary["selection"]["split"] == "validation" and summary["selection"]["tuned"] == summary["eval"]["tuned"]

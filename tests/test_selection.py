@@ -18,7 +18,6 @@ QUICK = ["trainer.max_steps=8", "trainer.val_check_interval=8", "data.source.max
 
 @pytest.mark.parametrize("overrides, message", [
     (["eval.every_n_steps=4", "eval.selection_split=null"], "eval.every_n_steps=4 needs eval.selection_split"),
-    (["eval.selection_split=test"], "eval.selection_split=test is also eval.split"),
     (["checkpoint=best"], "checkpoint=best monitors validation exact match"),
     (["eval.restore_best=true"], "eval.restore_best=true needs checkpoint=best"),
 ])

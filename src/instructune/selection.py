@@ -25,8 +25,8 @@ def check_selection(cfg: DictConfig) -> None:
     if every is not None and not split:
         raise ConfigError(f"eval.every_n_steps={every} needs eval.selection_split (e.g. validation)")
     if split and split == ev.split:
-        raise ConfigError(f"eval.selection_split={split} is also eval.split: choose on one split and report on "
-                          "another (selection_split=validation, split=test)")
+        log.warning("eval.selection_split=%s is also eval.split: choices (sweeps, Optuna, checkpoints) and reported "
+                    "scores come from the same split; for claims, report on another (split=test)", split)
     if monitors and every is None:
         raise ConfigError("checkpoint=best monitors validation exact match, which eval.every_n_steps produces: "
                           "set eval.every_n_steps (e.g. the checkpoint's every_n_train_steps)")

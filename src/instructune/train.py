@@ -138,7 +138,8 @@ def build_parts(cfg: DictConfig) -> Parts:
     selection = SplitEvaluation(data, tokenizer, cfg.model.architecture, cfg.eval.selection_split,
                                 cfg.eval.get("selection_max_examples"), cfg.eval.max_new_tokens, cfg.eval.batch_size,
                                 max_length=limit - strategy.positions_taken if limit else None
-                                ) if cfg.eval.get("selection_split") else None
+                                ) if cfg.eval.get("selection_split") not in (None, cfg.eval.split) else (
+        evaluation if cfg.eval.get("selection_split") else None)  # the same split: scored once
     kernels = kernel_report(model, on_cuda, configure_attention(on_cuda), shapes, compile_with)
     return Parts(tokenizer, data, model, strategy, optimizer, evaluation, selection, kernels)
 
@@ -202,7 +203,8 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
             return {"rank": fitted.trainer.global_rank}
         model = fitted.model or model
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
-        chosen_on = parts.selection.run(model, "tuned", keep=False) if parts.selection and cfg.eval.tuned else None
+        chosen_on = (tuned_scores if parts.selection is parts.evaluation else parts.selection.run(model, "tuned", keep=False)
+                     ) if parts.selection and cfg.eval.tuned else None
         log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, fitted.trainer.global_step)
         outcome = "success"
     finally:
