@@ -43,7 +43,7 @@ def test_packed_collation_restarts_positions_and_never_targets_across_documents(
     assert batch["attention_mask"].tolist() == [[1] * 8, [1, 1, 0, 0, 0, 0, 0, 0]]
     # document 1's last target is its own EOS, never document 2's first token
     assert batch["labels"].tolist() == [[X, X, 8, EOS, X, 11, 12, EOS], [X, EOS, X, X, X, X, X, X]]
-    assert batch["loss_tokens_in_step"].item() == 7
+    assert batch["loss_tokens_in_step"] == 7
     unmasked = PackedCausalCollator(pad_id=EOS, masking=False)(examples)
     assert unmasked["labels"].tolist()[0] == [6, 7, 8, EOS, 10, 11, 12, EOS]
     assert unmasked["response_labels"].tolist() == batch["labels"].tolist()

@@ -109,7 +109,8 @@ def test_cpu_study_bases_compose(experiment, model, peft):
     assert (cfg.model.name, cfg.data.name, choices.peft, choices.checkpoint, choices.logger) == (
         model, "world", peft, "none", "csv")
     steps = 600 if experiment == "masking_study" else 400  # the studies' longest budgets
-    assert (cfg.optimizer.schedule, cfg.optimizer.warmup_ratio, cfg.trainer.max_steps, cfg.export) == ("constant", 0.05, steps, False)
+    assert (cfg.optimizer.schedule, cfg.optimizer.warmup_steps, cfg.trainer.max_steps, cfg.export) == (
+        "constant", steps // 20, steps, False)  # a fixed warm-up of 5% of the longest budget
     assert not cfg.hydra.sweeper.params
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
     if cfg.model.architecture == "seq2seq":
@@ -156,7 +157,8 @@ def test_gpu_study_bases_compose_with_the_literature_regime(experiment):
         want["model"], want["data"], "full", "gpu", "none", "wandb")
     assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.export) == ("gpu", "bf16-mixed", False)
     assert (cfg.optimizer.lr, cfg.optimizer.lr_scale, cfg.optimizer.weight_decay, cfg.optimizer.schedule,
-            cfg.optimizer.warmup_ratio) == (want["lr"], 1.0, want["weight_decay"], "constant", 0.05)
+            cfg.optimizer.warmup_steps) == (want["lr"], 1.0, want["weight_decay"], "constant",
+                                            -(-cfg.trainer.max_steps // 20))
     assert (cfg.data.batch_size, cfg.data.max_seq_length, cfg.trainer.accumulate_grad_batches) == want["batch"]
     assert (cfg.trainer.max_steps, list(cfg.eval.budgets)) == want["steps"]
     assert (cfg.data.source.max_records, cfg.data.source.max_train_records) == (None, None)

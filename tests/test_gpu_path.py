@@ -77,6 +77,11 @@ def test_padding_to_a_multiple_keeps_labels_and_masks_exact():
     assert batch["input_ids"].shape == (2, 64)
     assert batch["labels"][0, :6].tolist() == [IGNORE_INDEX, IGNORE_INDEX, 8, EOS, IGNORE_INDEX, IGNORE_INDEX]
     assert batch["attention_mask"].sum(1).tolist() == [4, 2] and (batch["labels"][:, 4:] == IGNORE_INDEX).all()
+    # never past the positions the model has left (data.max_seq_length): 70 of 128, a longer row unrounded
+    long = [TokenizedExample(list(range(1, 67)) + [EOS], 3)]
+    assert CausalCollator(pad_id=EOS, pad_to_multiple_of=64, max_width=70)(long)["input_ids"].shape == (1, 70)
+    assert CausalCollator(pad_id=EOS, pad_to_multiple_of=64, max_width=60)(long)["input_ids"].shape == (1, 66)
+    assert PackedCausalCollator(pad_id=EOS, pad_to_multiple_of=64, max_width=70)(long)["input_ids"].shape == (1, 70)
 
 
 def test_compiled_training_matches_eager_on_packed_rows(tiny_dirs):
@@ -147,3 +152,24 @@ def test_a_compiled_packed_run_records_its_kernels(tmp_path):
     assert summary["kernels"] == {"device": "cpu", "attention": "sdpa", "sdpa_backends": None,
                                   "pad_to_multiple_of": 64, "drop_last": True, "compile": {"backend": "aot_eager"}}
     assert summary["metrics"]["val/loss"] > 0 and summary["throughput"]["real_tokens"] > 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer=fsdp", "eval.every_n_steps=5"], "eval.every_n_steps with FSDPStrategy: generating or restoring"),
+    (["trainer=fsdp", "eval.budgets=[5]"], "eval.budgets with FSDPStrategy"),
+    (["trainer=deepspeed_zero3", "eval.every_n_steps=5"], "eval.every_n_steps with DeepSpeedStrategy"),
+    (["trainer=deepspeed_zero3"], "DeepSpeedStrategy ZeRO-3: the trained weights are not gathered"),
+])
+def test_what_parameter_sharding_cannot_do_is_refused_before_loading(overrides, message):
+    from instructune.sharded import check_sharding
+
+    with pytest.raises(ConfigError, match=message):
+        check_sharding(compose_train_config(*overrides))
+
+
+@pytest.mark.parametrize("overrides", [["trainer=fsdp"], ["trainer=deepspeed"], ["trainer=ddp", "eval.budgets=[5]"],
+                                       ["trainer=deepspeed_zero3", "eval.tuned=false", "export=false"]])
+def test_what_sharding_can_do_passes(overrides):
+    from instructune.sharded import check_sharding
+
+    check_sharding(compose_train_config(*overrides))  # ZeRO-2 holds the whole model on every rank: nothing refused

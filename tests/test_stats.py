@@ -126,8 +126,8 @@ def test_a_two_arm_two_seed_report_prints_wilson_intervals_and_holm_paired_p(tmp
     lora = arm_interval([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
     ia3 = arm_interval([[1, 1, 1, 1, 0], [1, 1, 1, 0, 1]], same_items=False)
     assert (lora.mean, ia3.mean) == (0.3, 0.8)
-    assert f"| `peft=lora` | 2 | 30.0% ({100 * lora.low:.1f}–{100 * lora.high:.1f}) | - |" in report
-    assert f"| `peft=ia3` | 2 | 80.0% ({100 * ia3.low:.1f}–{100 * ia3.high:.1f}) | - |" in report
+    assert f"| `peft=lora` | 2 | - | 30.0% ({100 * lora.low:.1f}–{100 * lora.high:.1f}) | - |" in report
+    assert f"| `peft=ia3` | 2 | - | 80.0% ({100 * ia3.low:.1f}–{100 * ia3.high:.1f}) | - |" in report
     assert ("n (tuned EM): `peft=lora` 2 seeds × 5 items (the same items for every seed); `peft=ia3` 2 seeds, "
             "10 items (each seed its own items: drawn within each seed).") in report
     # paired over 9 items: baseline 3/9, arm 7/9, b = 0, c = 4: p = 2 / 2**4; one comparison, so Holm = p;

@@ -48,10 +48,10 @@ def test_without_predictions_scores_fall_back_to_t_intervals_cut_at_0_and_failed
     # no predictions.jsonl: the t interval over seeds, marked †; held-out 0, 0, 0.3: mean 0.1, sd sqrt(0.03),
     # 0.1 ± 4.303 · sqrt(0.03 / 3) = 0.1 ± 0.4303, cut at 0: 0.0–53.0 (the t interval alone goes below 0)
     assert round(4.303 * math.sqrt(0.03 / 3), 4) == 0.4303
-    assert ("| `peft=lora` | 3 | 60.0% (35.2–84.8)† | 60.0% (35.2–84.8)† | 10.0% (0.0–53.0)† | 0.0% (0.0–0.0)† | "
+    assert ("| `peft=lora` | 3 | - | 60.0% (35.2–84.8)† | 60.0% (35.2–84.8)† | 10.0% (0.0–53.0)† | 0.0% (0.0–0.0)† | "
             "60.0% (35.2–84.8)† | 1.600 ± 0.248 | 100 | 10.0 | 1,600 | 20.0% | ok |") in report
     assert "† no item-level scores in predictions.jsonl" in report and "n (tuned EM)" not in report
-    assert "| `peft=bitfit` | 1 | - | - | - | - | - | - | - | - | - | - | 1 failed: failed: ModelError: needs bias terms |" in report
+    assert "| `peft=bitfit` | 1 | - | - | - | - | - | - | - | - | - | - | - | 1 failed: failed: ModelError: needs bias terms |" in report
     assert "no summary (killed before it finished?)" in report
     # the two plots these summaries allow (no CSV logs: no validation-loss curve), drawn, not blank
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["cost.png", "exact_match.png"]
@@ -119,8 +119,8 @@ def test_a_2_arm_2_seed_sweep_prints_bootstrap_wilson_and_holm_paired_p(tmp_path
     assert 0 <= lora.low < lora.mean < lora.high <= ia3.high <= 1
     # ROUGE-L per item (1 for a right answer, 0 for "no idea") is the exact match here: the same interval,
     # from the items rather than the summaries' 0.5
-    assert f"| `peft=lora` | 2 | {_cell(lora)} | - | - | - | {_cell(lora)} | - |" in report
-    assert f"| `peft=ia3` | 2 | {_cell(ia3)} | - | - | - | {_cell(ia3)} | - |" in report
+    assert f"| `peft=lora` | 2 | - | {_cell(lora)} | - | - | - | {_cell(lora)} | - |" in report
+    assert f"| `peft=ia3` | 2 | - | {_cell(ia3)} | - | - | - | {_cell(ia3)} | - |" in report
     assert ("n (tuned EM): `peft=lora` 2 seeds × 6 items (the same items for every seed); `peft=ia3` 2 seeds × 6 "
             "items (the same items for every seed).") in report
     assert "95% percentile bootstrap interval (B = 2000 resamples" in report
@@ -154,7 +154,7 @@ def test_seen_held_out_base_and_rouge_get_item_level_intervals(tmp_path):
     # ROUGE-L F1 by hand: an exact answer 1, "very small" against "small" P = 1/2, R = 1: F = 2/3, else 0
     rouge_iv = arm_interval(np.array([[1, 1, 2 / 3, 1, 0, 0], [1, 0, 1, 0, 0, 1]]))
     assert (base_iv.mean, base_iv.low) == (1 / 12, 0.0) and base_iv.high <= 2 / 6  # item 1 of seed 0, at most twice
-    assert (f"| `(all jobs alike)` | 2 | {_cell(arm_interval(r))} | {_cell(seen_iv)} | {_cell(held_iv)} | {_cell(base_iv)} | "
+    assert (f"| `(all jobs alike)` | 2 | - | {_cell(arm_interval(r))} | {_cell(seen_iv)} | {_cell(held_iv)} | {_cell(base_iv)} | "
             f"{_cell(rouge_iv)} | - |") in report
 
 
@@ -164,8 +164,8 @@ def test_one_seed_says_its_interval_covers_item_sampling_only(tmp_path):
     report = write_report(tmp_path).read_text()
     assert ("n (tuned EM): `peft=lora` 1 seed × 6 items (one seed: the interval covers item sampling only); "
             "`peft=ia3` 1 seed × 6 items (one seed: the interval covers item sampling only).") in report
-    assert f"| `peft=lora` | 1 | {_cell(arm_interval([[1, 0, 1, 0, 1, 1]]))} |" in report
-    assert "| `peft=ia3` | 1 | 100.0% (100.0–100.0) |" in report  # all right: zero width, Wilson below bounds it
+    assert f"| `peft=lora` | 1 | - | {_cell(arm_interval([[1, 0, 1, 0, 1, 1]]))} |" in report
+    assert "| `peft=ia3` | 1 | - | 100.0% (100.0–100.0) |" in report  # all right: zero width, Wilson below bounds it
     assert "| `peft=ia3` | 1 | 6 / 6 | 100.0% | " + _wilson(6, 6) + " |" in report
 
 

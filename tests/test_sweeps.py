@@ -45,6 +45,10 @@ def test_a_sweep_over_paths_with_a_bad_file_runs_every_job_and_ends_non_zero(tmp
     # flat job folders, named by the overrides with `/` made safe
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
         "0_" + fixed.format("a-d.json"), "1_" + fixed.format("b-d.json")]
-    assert json.loads((sweep / ("0_" + fixed.format("a-d.json")) / "summary.json").read_text())["status"] == "ok"
+    ok = json.loads((sweep / ("0_" + fixed.format("a-d.json")) / "summary.json").read_text())
+    assert ok["status"] == "ok"
     report = write_report(sweep).read_text()
-    assert "| `data.path=a/d.json` | 1 | 0.0% (0.0–0.0) |" in report and "| `data.path=b/d.json` | 1 | - |" in report
+    # validation EM (the selection split, one seed: no interval), then the test split's tuned EM
+    validation = f"{100 * ok['selection']['tuned']['all']:.1f}%"
+    assert f"| `data.path=a/d.json` | 1 | {validation} | 0.0% (0.0–0.0) |" in report
+    assert "| `data.path=b/d.json` | 1 | - |" in report

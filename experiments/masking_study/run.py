@@ -56,10 +56,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--report-dir", type=Path, default=None, help="where report.md goes (default: beside this "
                         "script for the full study, the study folder for --quick)")
     args = parser.parse_args(argv)
+    if args.arms and not args.report_only and not getattr(args, "out", None):
+        parser.error("--arms runs part of the study: give it its own --out folder (the full study's folder and "
+                     "committed report stay as they are)")
     design = design_for(args.quick, args.arms)
     out = args.out or REPO / "multirun" / design.name
     study = run_or_read(design, out, args.report_only)
-    report_dir = args.report_dir or (out if args.quick else HERE)
+    report_dir = args.report_dir or (out if args.quick or args.out else HERE)
     report = write_study_report(study, report_dir, "Masking study: the prompt-loss weight λ, every arm at its own "
                                 "learning rate")
     print(report.read_text())

@@ -59,15 +59,20 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the machinery, not the question")
     parser.add_argument("--report-only", action="store_true", help="re-read existing study folders")
     parser.add_argument("--arms", nargs="+", default=None, help="only these strategies, e.g. full lora")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the study folders (default multirun/); "
+                        "with it, the reports go there too, not beside this script")
     args = parser.parse_args(argv)
+    if args.arms and not args.report_only and not getattr(args, "out", None):
+        parser.error("--arms runs part of the study: give it its own --out folder (the full study's folder and "
+                     "committed report stay as they are)")
     reports = []
     for family in FAMILIES if args.family == "all" else [args.family]:
         chosen = design(family, args.quick)
         if args.arms:
             chosen = replace(chosen, arms=tuple(a for a in chosen.arms if a.name in args.arms))
-        out = REPO / "multirun" / chosen.name
+        out = (args.out or REPO / "multirun") / chosen.name
         study = run_or_read(chosen, out, args.report_only)
-        report_dir = out if args.quick else HERE
+        report_dir = out if args.quick or args.out else HERE
         report = write_study_report(study, report_dir, f"PEFT study, {FAMILIES[family][0]}: every strategy at its "
                                     "own learning rate", suffix="" if args.quick else f"_{family}")
         print(report.read_text())

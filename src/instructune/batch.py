@@ -22,7 +22,8 @@ LOSS_WEIGHTS = "loss_weights"
 REQUIRED_KEYS = ("input_ids", "attention_mask", "labels", "response_labels")
 DTYPE = torch.long
 WEIGHT_DTYPE = torch.float32
-FLOAT_KEYS = (LOSS_WEIGHTS, LOSS_TOKENS_IN_STEP)  # the keys of dtype WEIGHT_DTYPE; every other key is DTYPE
+FLOAT_KEYS = (LOSS_WEIGHTS,)  # the tensors of dtype WEIGHT_DTYPE; every other tensor is DTYPE
+SCALAR_KEYS = (LOSS_TOKENS_IN_STEP,)  # plain Python floats, not tensors
 
 
 class Batch(TypedDict, total=False):
@@ -35,9 +36,10 @@ class Batch(TypedDict, total=False):
     position_ids: torch.Tensor  # packed rows only: positions restart at every packed example
     loss_weights: torch.Tensor  # float, like labels: each target's weight in the loss (the prompt-loss weight
     # on prompt targets, 1 on response targets, 0 where labels are IGNORE_INDEX); only when 0 < weight < 1
-    loss_tokens_in_step: torch.Tensor  # float scalar: the loss weight of the whole optimiser step (all
-    # micro-batches, all ranks; a token count when there are no loss_weights), counted by the sampler in
-    # advance; training batches only
+    loss_tokens_in_step: float  # the loss weight of the whole optimiser step (all micro-batches, all ranks;
+    # a token count when there are no loss_weights), counted by the sampler in advance; training batches
+    # only. A Python float, not a tensor: Lightning's 16-true / bf16-true precision casts every floating
+    # tensor of a batch, and a count above 65,504 would become inf in float16
 
 
 def loss_token_count(labels: torch.Tensor) -> torch.Tensor:
@@ -51,4 +53,4 @@ def loss_weight_total(labels: torch.Tensor, weights: torch.Tensor | None) -> tor
 
 
 __all__ = ["Batch", "IGNORE_INDEX", "POSITION_IDS", "LOSS_TOKENS_IN_STEP", "LOSS_WEIGHTS", "REQUIRED_KEYS", "DTYPE",
-           "WEIGHT_DTYPE", "FLOAT_KEYS", "loss_token_count", "loss_weight_total"]
+           "WEIGHT_DTYPE", "FLOAT_KEYS", "SCALAR_KEYS", "loss_token_count", "loss_weight_total"]

@@ -124,6 +124,7 @@ RULES: tuple[Rule, ...] = (
     Rule("optimizer.weight_decay", _number(0), "a number >= 0"),
     Rule("optimizer.warmup_ratio", _number(0, 1, high_open=True), "a number in [0, 1)"),
     Rule("optimizer.schedule", _choice("linear", "cosine", "constant"), "linear, cosine or constant"),
+    Rule("optimizer.warmup_steps", _int(0), "an integer >= 0 (or null: optimizer.warmup_ratio)", nullable=True),
     Rule("optimizer.fused", _bool, "true or false (or null: fused on CUDA)", nullable=True),
     Rule("peft.lr", _number(0, low_open=True), "a number > 0", nullable=True),
     Rule("peft.r", _int(1), "an integer >= 1"),

@@ -201,7 +201,7 @@ class ThroughputMeter(L.Callback):
         self.loss = loss if self.loss is None else self.loss + loss
         self.positions = positions if self.positions is None else self.positions + positions
         if self.example_batch is None:
-            self.example_batch = {k: v.detach().clone() for k, v in batch.items()}
+            self.example_batch = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._started is not None:
@@ -230,7 +230,7 @@ class ThroughputMeter(L.Callback):
         if self.example_batch is not None and count_flops:
             # the batch goes where the parameters are now (the CPU after fit, while the batch was on the GPU)
             here = next(module.parameters(), torch.empty(0, device=module.device)).device
-            batch = {k: v.to(here) for k, v in self.example_batch.items()}
+            batch = {k: v.to(here) if isinstance(v, torch.Tensor) else v for k, v in self.example_batch.items()}
             seq2seq = getattr(module, "architecture", "") == "seq2seq"
             width = batch["input_ids"].numel() + (batch["labels"].numel() if seq2seq else 0)
             flops_per_position = step_flops(module, batch) / width

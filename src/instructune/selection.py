@@ -38,6 +38,9 @@ def check_selection(cfg: DictConfig) -> None:
             raise ConfigError(f"eval.budgets={list(budgets)}: must be a list of steps >= 1 (e.g. [150,300,600])")
         if max_steps > 0 and max(budgets) > max_steps:
             raise ConfigError(f"eval.budgets={list(budgets)}: step {max(budgets)} is beyond trainer.max_steps={max_steps}")
+        if cfg.get("ckpt_path"):
+            raise ConfigError("eval.budgets with ckpt_path: the scores of budgets passed before the interruption are "
+                              "not in the checkpoint; run the budgets in one uninterrupted run")
         if ev.get("restore_best"):
             raise ConfigError("eval.budgets with eval.restore_best=true: budgets score the model as it trains, "
                               "the final score a restored one; use one or the other")
@@ -54,9 +57,10 @@ def selection_callbacks(cfg: DictConfig, evaluation: Any, report: Any) -> list[L
     return built
 
 
-def restore_best(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any] | None:
+def restore_best(trainer: L.Trainer, module: L.LightningModule, callbacks: list[Any]) -> dict[str, Any] | None:
     """Load the best checkpoint's trainable weights (``checkpoint=best``) into ``module``; returns where
-    it came from and its score, for summary.json."""
+    it came from and its score, for summary.json. The final step is scored too but only saved at a
+    multiple of the interval: when it beats every checkpoint, the last model stays."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     chosen = next((c for c in trainer.checkpoint_callbacks
@@ -64,6 +68,10 @@ def restore_best(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any
     if chosen is None:
         log.warning("eval.restore_best: no checkpoint was chosen by %s; testing the last model", MONITOR)
         return None
+    last = curve(callbacks)[-1] if curve(callbacks) else None
+    if last is not None and last["step"] == trainer.global_step and last["all"] > float(chosen.best_model_score):
+        log.info("the last step (%s %.4f) beats every checkpoint: testing the last model", MONITOR, last["all"])
+        return {"path": None, "step": last["step"], MONITOR: last["all"]}
     state = trainer.strategy.checkpoint_io.load_checkpoint(chosen.best_model_path)
     missing = module.load_state_dict(state["state_dict"], strict=False)
     if missing.unexpected_keys:

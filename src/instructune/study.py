@@ -52,6 +52,7 @@ class StudyDesign:
     grid_factor: float = 3.0
     max_extensions: int = 2
     n_jobs: int = 2
+    launcher: tuple[str, ...] = ("hydra/launcher=joblib",)  # e.g. ("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     baseline: str | None = None  # the arm the others are compared with (default: the first)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +79,8 @@ def _sweep(design: StudyDesign, folder: Path, overrides: list[str], extra: list[
     # the experiment's own example grid (hydra.sweeper.params) is dropped: the study sets every swept key
     cmd = [sys.executable, "-m", "instructune.cli", "train", "-m", *design.base, "hydra.sweeper.params=null",
            *overrides, *extra,
-           f"hydra.sweep.dir={folder}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={design.n_jobs}"]
+           f"hydra.sweep.dir={folder}", *design.launcher,
+           *([f"hydra.launcher.n_jobs={design.n_jobs}"] if "hydra/launcher=joblib" in design.launcher else [])]
     log.info("study %s: %s", design.name, " ".join(cmd[4:]))
     proc = subprocess.run(cmd, check=False)
     jobs = sweep_jobs(folder) if folder.is_dir() else []
@@ -110,6 +112,9 @@ def tune(design: StudyDesign, arm: Arm, folder: Path) -> dict[str, Any]:
             runs.append({"lr": lr, "run": str(job), "validation": summary["selection"]["tuned"]})
         if not scores:
             raise RuntimeError(f"study {design.name}: every tuning run of arm {arm.name} failed (see {folder})")
+        if all(v[0] == float("-inf") and v[1] == float("-inf") for v in scores.values()):
+            raise RuntimeError(f"study {design.name}: arm {arm.name}'s tuning runs have no validation scores (a data "
+                               "set without a validation split, or eval.selection_split=null): nothing to choose on")
         best, edge = bracketed(scores)
         if edge is None or round_ == design.max_extensions:
             break

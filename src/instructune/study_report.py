@@ -29,6 +29,7 @@ class ArmBudget:
     items: list[dict[str, Any]]  # the first seed's prediction lines (instruction, reference, task, seen)
     exact: np.ndarray  # seeds × items, 0/1
     rouge: np.ndarray  # seeds × items, ROUGE-L F1
+    validation: list[float]  # per seed: validation exact match at this budget (what choices are made on)
 
 
 def _in_group(line: dict[str, Any], group: str) -> bool:
@@ -38,7 +39,7 @@ def _in_group(line: dict[str, Any], group: str) -> bool:
 def load_arm(arm: str, runs: list[str], budget: int) -> ArmBudget | None:
     """The final runs of ``arm`` scored at ``budget`` (predictions.jsonl column ``tuned@<budget>``)."""
     who = f"tuned@{budget}"
-    seeds, rows, items = [], [], None
+    seeds, rows, items, validation = [], [], None, []
     for run in runs:
         summary, lines = read_summary(Path(run)) or {}, read_predictions(Path(run))
         if summary.get("status") != "ok" or not lines or who not in lines[0]:
@@ -50,11 +51,14 @@ def load_arm(arm: str, runs: list[str], budget: int) -> ArmBudget | None:
             raise ValueError(f"{run}: other test items than the arm's first run; the study pairs items across seeds")
         seeds.append(int(summary["config"]["seed"]))
         rows.append(lines)
+        chosen_on = (((summary.get("budgets") or {}).get(str(budget)) or {}).get("selection") or {}).get("all")
+        if chosen_on is not None:
+            validation.append(float(chosen_on))
     if not rows:
         return None
     exact = np.array([[score(x, who, "exact match") for x in lines] for lines in rows])
     rouge = np.array([[score(x, who, "rougeL") for x in lines] for lines in rows])
-    return ArmBudget(arm, budget, seeds, items, exact, rouge)
+    return ArmBudget(arm, budget, seeds, items, exact, rouge, validation)
 
 
 def _columns(a: ArmBudget, group: str) -> np.ndarray:
@@ -102,7 +106,7 @@ def tuning_section(study: dict[str, Any]) -> list[str]:
              "|---|---|---|---|"]
     for arm, tuned in study["tuning"].items():
         tried = "; ".join(f"{r['lr']:.3g}: {100 * r['validation']['all']:.1f}% / {100 * r['validation']['rougeL/all']:.1f}"
-                          for r in tuned["runs"])
+                          if r.get("validation") else f"{r['lr']:.3g}: -" for r in tuned["runs"])
         flag = "yes" if tuned["edge"] is None else f"**no: best at the {tuned['edge']} edge**"
         lines.append(f"| {arm} | {tried} | {tuned['lr']:.3g} | {flag} |")
     return lines + [""]
@@ -135,18 +139,23 @@ def results_section(study: dict[str, Any], found: dict[int, dict[str, ArmBudget]
              "95% two-way bootstrap interval (seeds, then items; B = 2000). Δ: the arm minus the baseline "
              f"(**{baseline}**) paired by seed and item, with the paired-bootstrap p and the exact McNemar p on "
              f"the discordant pairs pooled over seeds, both Holm-corrected over all {len(comparisons)} "
-             "comparisons of this report.", ""]
+             "comparisons of this report. The paired bootstrap resamples seeds too and is the one to trust: "
+             "McNemar treats every (seed, item) pair as independent. Validation EM: mean over seeds on the "
+             "validation split at that budget (the split choices are made on; the test columns are for claims).",
+             ""]
     curve: list[dict] = []
     for budget, arms in found.items():
         lines += [f"### {budget} steps", "",
-                  "| arm | lr | exact match | seen | held-out | ROUGE-L | Δ exact match vs baseline | p (bootstrap, Holm) "
-                  "| p (McNemar, Holm) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| arm | lr | n seeds | validation EM | exact match | seen | held-out | ROUGE-L | Δ exact match vs baseline "
+                  "| p (bootstrap, Holm) | p (McNemar, Holm) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for arm, a in arms.items():
             em, rouge = interval(a), interval(a, "all", "rouge")
             found_cmp = by_key.get((budget, arm))
             delta = ("baseline", "", "") if found_cmp is None else (
                 _signed(found_cmp[0]), _p(found_cmp[2]), _p(found_cmp[3]))
-            lines.append(f"| {arm} | {study['tuning'][arm]['lr']:.3g} | {_pct(em)} | {_pct(interval(a, 'seen'))} | "
+            val = f"{100 * float(np.mean(a.validation)):.1f}%" if a.validation else "-"
+            lines.append(f"| {arm} | {study['tuning'][arm]['lr']:.3g} | {len(a.seeds)} | {val} | {_pct(em)} | "
+                         f"{_pct(interval(a, 'seen'))} | "
                          f"{_pct(interval(a, 'held_out'))} | {_pct(rouge)} | {delta[0]} | {delta[1]} | {delta[2]} |")
             curve.append({"arm": arm, "budget": budget, "mean": em.mean, "low": em.low, "high": em.high,
                           "seeds": len(a.seeds)})

@@ -23,8 +23,9 @@ from instructune.sweep_sections import cells, head, interval_notes, paired_secti
 __all__ = ["METRICS", "Job", "Row", "collect", "common_overrides", "format_stat", "markdown_table", "mean_ci",
            "save_figure", "write_report"]  # Row, collect, mean_ci: where the studies import them from
 
+# The first column is what to choose a configuration by (validation); the others are what to report (test).
 METRICS: tuple[tuple[str, str], ...] = (
-    ("tuned EM", "eval.tuned.all"), ("tuned EM seen", "eval.tuned.seen"), ("tuned EM held-out", "eval.tuned.held_out"),
+    ("validation EM (choose)", "selection.tuned.all"), ("tuned EM", "eval.tuned.all"), ("tuned EM seen", "eval.tuned.seen"), ("tuned EM held-out", "eval.tuned.held_out"),
     ("base EM", "eval.base.all"), ("ROUGE-L", "eval.tuned.rougeL/all"), ("val loss", "metrics.val/loss"),
 )
 

@@ -39,10 +39,11 @@ from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
 from instructune.selection import (budget_scores, check_selection, curve, generation_seconds, restore_best,
                                    selection_callbacks)
-from instructune.sharded import gathered_model, is_sharded
+from instructune.sharded import check_sharding, gathered_model, is_sharded
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
-from instructune.trainer_parts import LastValidation, callbacks_from_config, checkpoint_plugins, checkpoint_to_resume
+from instructune.trainer_parts import (LastValidation, back_on_device, callbacks_from_config, checkpoint_plugins,
+                                      checkpoint_to_resume)
 from instructune.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     """check → build → base eval → apply the strategy → fit → tuned eval → export → the summary's body."""
     check_config(cfg)  # every setting, before anything is loaded
     check_selection(cfg)
+    check_sharding(cfg)
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, folder)
     wandb_mode = resolve_wandb_mode() if uses_wandb(cfg) else None  # no key for online, or no network
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -201,7 +203,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         fitted = fit(cfg, parts, module, folder, loggers, ckpt_path)
         if fitted.trainer.global_rank != 0:
             return {"rank": fitted.trainer.global_rank}
-        model = fitted.model or model
+        model = back_on_device(fitted.model or model, fitted.trainer)
         tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
         chosen_on = (tuned_scores if parts.selection is parts.evaluation else parts.selection.run(model, "tuned", keep=False)
                      ) if parts.selection and cfg.eval.tuned else None
@@ -269,7 +271,7 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     if validated.step != trainer.global_step and trainer.limit_val_batches and parts.data.examples.get("validation"):
         trainer.validate(module, datamodule=parts.data, verbose=False)  # the final model's val loss, always
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-    restored = restore_best(trainer, module) if cfg.eval.get("restore_best") else None
+    restored = restore_best(trainer, module, chooser) if cfg.eval.get("restore_best") else None
     architecture = cfg.model.architecture
     gathered = gathered_model(trainer, lambda: parts.strategy.apply(load_base(cfg, parts.strategy), architecture),
                               architecture)

@@ -59,4 +59,13 @@ class LastValidation(L.Callback):
             self.step = trainer.global_step
 
 
-__all__ = ["checkpoint_to_resume", "callbacks_from_config", "checkpoint_plugins", "LastValidation"]
+def back_on_device(model: Any, trainer: L.Trainer) -> Any:
+    """Lightning's teardown moves the module back to the CPU after fit; the tuned evaluation generates
+    hundreds of answers, so it runs where training ran (4-bit models are not moved: bitsandbytes places them)."""
+    device = trainer.strategy.root_device
+    if device.type != "cpu" and not getattr(model, "is_loaded_in_4bit", False):
+        model.to(device)
+    return model
+
+
+__all__ = ["back_on_device", "checkpoint_to_resume", "callbacks_from_config", "checkpoint_plugins", "LastValidation"]

@@ -11,8 +11,11 @@ from instructune.batch import IGNORE_INDEX, LOSS_TOKENS_IN_STEP, LOSS_WEIGHTS, P
 from instructune.data.tokenize import TokenizedExample
 
 
-def _padded_length(n: int, multiple: int | None) -> int:
-    return n if not multiple else -(-n // multiple) * multiple
+def _padded_length(n: int, multiple: int | None, cap: int | None = None) -> int:
+    """``n`` rounded up to ``multiple``, never past ``cap`` (the positions the model has left: rounding a
+    1,000-position row up to 1,024 would index past GPT-2's table once virtual tokens take 20)."""
+    padded = n if not multiple else -(-n // multiple) * multiple
+    return max(n, min(padded, cap)) if cap else padded
 
 
 def prompt_loss_weight(masking: bool, prompt_weight: float | None) -> float:
@@ -42,7 +45,7 @@ def _with_window(batch: dict[str, torch.Tensor], examples: Sequence[object]) -> 
     ranks), which the training loss divides by; absent for evaluation batches."""
     tokens = getattr(examples, "window_tokens", None)
     if tokens is not None:
-        batch[LOSS_TOKENS_IN_STEP] = torch.tensor(tokens, dtype=WEIGHT_DTYPE)
+        batch[LOSS_TOKENS_IN_STEP] = float(tokens)  # a plain float: see batch.py
     return batch
 
 
@@ -89,10 +92,11 @@ class CausalCollator:
     masking: bool = True
     pad_to_multiple_of: int | None = None
     prompt_weight: float | None = None
+    max_width: int | None = None  # padding to a multiple stops here (data.max_seq_length)
 
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         weight = prompt_loss_weight(self.masking, self.prompt_weight)
-        width = _padded_length(max(len(e.input_ids) for e in examples) - 1, self.pad_to_multiple_of)
+        width = _padded_length(max(len(e.input_ids) for e in examples) - 1, self.pad_to_multiple_of, self.max_width)
         batch = _causal_buffers(len(examples), width, self.pad_id, weight)
         for row, e in enumerate(examples):
             _place_shifted(batch, row, 0, e, weight)
@@ -114,6 +118,7 @@ class PackedCausalCollator:
     masking: bool = True
     pad_to_multiple_of: int | None = None
     prompt_weight: float | None = None
+    max_width: int | None = None  # padding to a multiple stops here (data.max_seq_length)
 
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         weight = prompt_loss_weight(self.masking, self.prompt_weight)
@@ -122,7 +127,8 @@ class PackedCausalCollator:
         for size in sizes:
             rows.append(examples[start : start + size])
             start += size
-        width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of)
+        width = _padded_length(max(sum(len(e.input_ids) - 1 for e in row) for row in rows), self.pad_to_multiple_of,
+                               self.max_width)
         batch = _causal_buffers(len(rows), width, self.pad_id, weight)
         batch[POSITION_IDS] = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):

@@ -84,9 +84,10 @@ class InstructionDataModule(L.LightningDataModule):
         self.collate = (
             Seq2SeqCollator(pad_id, pad_to_multiple_of)
             if architecture == "seq2seq"
-            else CausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight)
+            else CausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight, max_seq_length)
         )
-        self.train_collate = PackedCausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight) if packing else self.collate
+        self.train_collate = (PackedCausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight,
+                                                   max_seq_length) if packing else self.collate)
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
@@ -104,6 +105,9 @@ class InstructionDataModule(L.LightningDataModule):
         if self.architecture == "seq2seq":
             log.info("seq2seq: the prompt feeds the encoder and the loss covers the response only, "
                      "so masking=%s changes nothing for this model", self.masking)
+            if 0 < self.prompt_weight < 1:
+                log.warning("loss.prompt_weight=%g has no effect on a seq2seq model: its decoder never sees the "
+                            "prompt, so every lambda trains the same model", self.prompt_weight)
         else:
             covers = ("response tokens only" if self.masking else "prompt and response tokens" if self.prompt_weight == 1
                       else f"response tokens, and prompt tokens at weight {self.prompt_weight:g}")

@@ -33,6 +33,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.05
+    warmup_steps: int | None = None  # set: this many warm-up steps whatever the run's length (eval.budgets)
     schedule: str = "linear"
     fused: bool | None = None  # None: torch's fused AdamW kernel when the parameters are on CUDA
 
@@ -133,7 +134,7 @@ class InstructionTuningModule(L.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
         if LOSS_TOKENS_IN_STEP in batch:
-            loss = loss_sum * (world * accumulate) / batch[LOSS_TOKENS_IN_STEP].clamp(min=1e-12)
+            loss = loss_sum * (world * accumulate) / max(float(batch[LOSS_TOKENS_IN_STEP]), 1e-12)
         elif world > 1:
             loss = loss_sum * world / self.all_gather(n).sum().clamp(min=1)
         else:
@@ -185,7 +186,7 @@ class InstructionTuningModule(L.LightningModule):
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.optim.effective_lr,
                                       betas=self.optim.betas, **kernel)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = math.ceil(self.optim.warmup_ratio * total)
+        warmup = self.optim.warmup_steps if self.optim.warmup_steps is not None else math.ceil(self.optim.warmup_ratio * total)
         name = "constant_with_warmup" if self.optim.schedule == "constant" else self.optim.schedule
         scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
