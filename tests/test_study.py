@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from instructune.study import Arm, StudyDesign, bracketed, run_study, validation_key
-from instructune.study_report import write_study_report
+from instructune.study import bracketed, validation_key
 
 
 def test_the_best_rate_and_whether_the_grid_brackets_it():
@@ -55,36 +54,35 @@ def test_the_studies_designs():
     assert {a.name: a.lr_grid for a in gpt2.arms}["full"] == pytest.approx((1e-3 / 3, 1e-3, 3e-3))
     assert {a.name: a.lr_grid for a in gpt2.arms}["prompt"] == pytest.approx((1e-2, 3e-2, 9e-2))
     assert [a.name for a in peft.design("t5").arms] == ["full", "lora", "prefix", "prompt", "ia3"]
-    assert peft.design("t5", quick=True).budgets == (10, 20, 40)
+    assert peft.design("t5", quick=True).budgets == (5, 10, 20)
 
 
 @pytest.mark.slow
-def test_a_tiny_study_end_to_end(tmp_path):
-    design = StudyDesign(
-        name="tiny", base=("experiment=masking_study", "data.source.max_train_records=32", "eval.max_examples=8",
-                           "eval.selection_max_examples=8", "eval.max_new_tokens=4", "trainer.val_check_interval=8",
-                           "eval.base=false"),
-        arms=(Arm("λ=0", ("loss.prompt_weight=0",), (3e-3, 1e-2, 3e-2)), Arm("λ=1", ("loss.prompt_weight=1",), (1e-2,))),
-        budgets=(4, 8), seeds=(0, 1), max_extensions=1)
-    study = run_study(design, tmp_path)
-    assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(study))
-    one_rate = study["tuning"]["λ=1"]
-    # a one-rate grid is at its low edge: extended once (max_extensions=1) downwards, and still at an edge
-    assert one_rate["grid"] == pytest.approx([1e-2 / 3, 1e-2], rel=1e-5) and one_rate["edge"] in ("low", "high")
+def test_the_quick_masking_study_end_to_end(tmp_path):
+    """``run.py --quick`` (two of its arms): tuning sweeps, final sweeps and the report, through the real
+    entry point; the choices and the report's numbers checked against the runs' own summaries."""
+    report = _script("masking_study").main(["--quick", "--arms", "λ=0", "λ=1", "--out", str(tmp_path)])
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert list(study["tuning"]) == list(study["final"]) == ["λ=0", "λ=1"]
     for arm, tuned in study["tuning"].items():
-        # the chosen rate is the best validation score among the summaries of the tuning runs
+        assert {3e-3, 1e-2, 3e-2} <= {round(lr, 8) for lr in tuned["grid"]}  # the starting grid, maybe extended
         summaries = {r["lr"]: json.loads((Path(r["run"]) / "summary.json").read_text()) for r in tuned["runs"]}
-        assert tuned["lr"] == max(summaries, key=lambda lr: (validation_key(summaries[lr]),
-                                                             -abs(sorted(summaries).index(lr) - (len(summaries) - 1) / 2)))
-        assert all(s["config"]["seed"] == 1000 and s["steps"] == 8 for s in summaries.values())
+        grid = sorted(summaries)
+        # the chosen rate has the best validation score (ties: the one nearest the grid's middle)
+        best = max(validation_key(summaries[lr]) for lr in grid)
+        assert validation_key(summaries[tuned["lr"]]) == best
+        assert (tuned["edge"] is None) == (grid[0] < tuned["lr"] < grid[-1])
+        assert all(s["config"]["seed"] == 1000 and s["steps"] == 20 for s in summaries.values())
         finals = [json.loads((Path(run) / "summary.json").read_text()) for run in study["final"][arm]]
         assert sorted(f["config"]["seed"] for f in finals) == [0, 1] and {f["lr"] for f in finals} == {tuned["lr"]}
-        assert all(sorted(f["budgets"]) == ["4", "8"] for f in finals)
-    report = write_study_report(study, tmp_path, "Tiny study").read_text()
-    assert "| λ=0 | " in report and "| λ=1 | " in report and "baseline" in report and (tmp_path / "learning_curves.png").is_file()
-    # the report's exact match at 8 steps: the mean over seeds x items, i.e. of the runs' own test scores
+        assert all(sorted(f["budgets"]) == ["10", "20", "5"] for f in finals)
+    text = report.read_text()
+    assert report == tmp_path / "report.md" and (tmp_path / "learning_curves.png").is_file()
+    # the report's exact match at 20 steps is the mean over seeds x items: the mean of the runs' own test scores
     finals = [json.loads((Path(run) / "summary.json").read_text()) for run in study["final"]["λ=1"]]
-    mean = sum(f["budgets"]["8"]["test"]["all"] for f in finals) / 2
-    section = report.split("### 8 steps")[1]
-    row = next(line for line in section.splitlines() if line.startswith("| λ=1 |"))
-    assert row.split(" | ")[2].startswith(f"{100 * mean:.1f}% (")
+    mean = sum(f["budgets"]["20"]["test"]["all"] for f in finals) / 2
+    row = next(line for line in text.split("### 20 steps")[1].splitlines() if line.startswith("| λ=1 |"))
+    cells = row.split(" | ")
+    assert cells[2] == "2" and cells[4].startswith(f"{100 * mean:.1f}% (")
+    validation = sum(f["budgets"]["20"]["selection"]["all"] for f in finals) / 2
+    assert cells[3] == f"{100 * validation:.1f}%"

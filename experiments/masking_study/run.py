@@ -35,9 +35,10 @@ DESIGN = StudyDesign(
 )
 # The same machinery on tiny settings (what the test suite runs): 64 training records, short budgets.
 QUICK = replace(DESIGN, name="masking_study_quick",
-                base=(*DESIGN.base, "data.source.max_train_records=64", "eval.max_examples=24",
-                      "eval.selection_max_examples=24", "eval.max_new_tokens=8", "trainer.val_check_interval=20"),
-                budgets=(10, 20, 40), seeds=(0, 1), max_extensions=1)
+                base=(*DESIGN.base, "data.source.max_train_records=64", "eval.max_examples=16",
+                      "eval.selection_max_examples=16", "eval.max_new_tokens=6", "trainer.val_check_interval=20",
+                      "optimizer.warmup_steps=2"),
+                budgets=(5, 10, 20), seeds=(0, 1), max_extensions=1)
 
 
 def design_for(quick: bool, arms: list[str] | None) -> StudyDesign:

@@ -31,8 +31,8 @@ FAMILIES = {  # family -> (title, strategies: T5 has no bias terms, so no BitFit
     "gpt2": ("GPT-2 (causal, 1.09M)", ("full", "lora", "prefix", "prompt", "ia3", "bitfit")),
     "t5": ("T5 (seq2seq, 1.18M)", ("full", "lora", "prefix", "prompt", "ia3")),
 }
-TINY = ("data.source.max_train_records=64", "eval.max_examples=24", "eval.selection_max_examples=24",
-        "eval.max_new_tokens=8", "trainer.val_check_interval=20")
+TINY = ("data.source.max_train_records=64", "eval.max_examples=16", "eval.selection_max_examples=16",
+        "eval.max_new_tokens=6", "trainer.val_check_interval=20", "optimizer.warmup_steps=2")
 
 
 def default_lr(strategy: str) -> float:
@@ -49,7 +49,7 @@ def design(family: str, quick: bool = False) -> StudyDesign:
                        budgets=(100, 200, 400), seeds=(0, 1, 2, 3, 4), baseline="full")
     if not quick:
         return full
-    return replace(full, name=f"peft_study_{family}_quick", base=(*full.base, *TINY), budgets=(10, 20, 40),
+    return replace(full, name=f"peft_study_{family}_quick", base=(*full.base, *TINY), budgets=(5, 10, 20),
                    seeds=(0, 1), max_extensions=1)
 
 
