@@ -18,7 +18,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from instructune.study import Arm, StudyDesign, run_or_read
+from instructune.study import Arm, StudyDesign, add_study_arguments, parse_study_arguments, run_or_read
 from instructune.study_report import write_study_report
 
 HERE = Path(__file__).resolve().parent
@@ -50,16 +50,10 @@ def design_for(quick: bool, arms: list[str] | None) -> StudyDesign:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings: checks the machinery, not the question")
-    parser.add_argument("--report-only", action="store_true", help="re-read an existing study folder")
-    parser.add_argument("--arms", nargs="+", default=None, help="only these arms, e.g. λ=0 λ=1")
-    parser.add_argument("--out", type=Path, default=None, help="study folder (default multirun/<study name>)")
+    add_study_arguments(parser, "λ=0 λ=1")
     parser.add_argument("--report-dir", type=Path, default=None, help="where report.md goes (default: beside this "
-                        "script for the full study, the study folder for --quick)")
-    args = parser.parse_args(argv)
-    if args.arms and not args.report_only and not getattr(args, "out", None):
-        parser.error("--arms runs part of the study: give it its own --out folder (the full study's folder and "
-                     "committed report stay as they are)")
+                        "script for the full study, the study folder for --quick or --out)")
+    args = parse_study_arguments(parser, argv)
     design = design_for(args.quick, args.arms)
     out = args.out or REPO / "multirun" / design.name
     study = run_or_read(design, out, args.report_only)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from instructune.study import Arm, StudyDesign, run_or_read
+from instructune.study import Arm, StudyDesign, add_study_arguments, parse_study_arguments, run_or_read
 from instructune.study_report import write_study_report
 
 HERE = Path(__file__).resolve().parent
@@ -56,15 +56,8 @@ def design(family: str, quick: bool = False) -> StudyDesign:
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="tiny settings: checks the machinery, not the question")
-    parser.add_argument("--report-only", action="store_true", help="re-read existing study folders")
-    parser.add_argument("--arms", nargs="+", default=None, help="only these strategies, e.g. full lora")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the study folders (default multirun/); "
-                        "with it, the reports go there too, not beside this script")
-    args = parser.parse_args(argv)
-    if args.arms and not args.report_only and not getattr(args, "out", None):
-        parser.error("--arms runs part of the study: give it its own --out folder (the full study's folder and "
-                     "committed report stay as they are)")
+    add_study_arguments(parser, "full lora")
+    args = parse_study_arguments(parser, argv)
     reports = []
     for family in FAMILIES if args.family == "all" else [args.family]:
         chosen = design(family, args.quick)

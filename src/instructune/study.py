@@ -155,6 +155,26 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("λ", "lambda")).strip("-") or "arm"
 
 
+def add_study_arguments(parser: Any, arms_example: str) -> None:
+    """The command line every study script shares: --quick, --report-only, --arms, --out."""
+    from pathlib import Path as _Path
+
+    parser.add_argument("--quick", action="store_true", help="tiny settings: checks the machinery, not the question")
+    parser.add_argument("--report-only", action="store_true", help="re-read the existing study folder(s)")
+    parser.add_argument("--arms", nargs="+", default=None, help=f"only these arms, e.g. {arms_example}")
+    parser.add_argument("--out", type=_Path, default=None, help="folder for the study's runs (default under multirun/); "
+                        "with it, the report goes there too, not beside the script")
+
+
+def parse_study_arguments(parser: Any, argv: list[str] | None) -> Any:
+    """Parsed arguments; a part of a study (--arms) must not overwrite the full study's folder and report."""
+    args = parser.parse_args(argv)
+    if args.arms and not args.report_only and not args.out:
+        parser.error("--arms runs part of the study: give it its own --out folder (the full study's folder and "
+                     "committed report stay as they are)")
+    return args
+
+
 def run_or_read(design: StudyDesign, out: Path, report_only: bool = False) -> dict[str, Any]:
     """``report_only``: the study already in ``out``; otherwise a fresh run (an earlier one is removed)."""
     import shutil
@@ -173,4 +193,4 @@ def read_study(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-__all__ = ["Arm", "StudyDesign", "run_study", "run_or_read", "read_study", "tune", "final_runs", "bracketed", "validation_key"]
+__all__ = ["Arm", "StudyDesign", "add_study_arguments", "parse_study_arguments", "run_study", "run_or_read", "read_study", "tune", "final_runs", "bracketed", "validation_key"]

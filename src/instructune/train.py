@@ -228,7 +228,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         "kernels": parts.kernels,
         "metrics": fitted.metrics,
         "eval": {"base": base_scores, "tuned": tuned_scores},
-        "selection": {"split": cfg.eval.get("selection_split"), "tuned": chosen_on, "curve": fitted.curve,
+        "selection": {"split": cfg.eval.get("selection_split"), "tuned": chosen_on, "curve": curve(fitted.callbacks),
                       "restored": fitted.restored},
         "budgets": budget_scores(fitted.callbacks),
         "samples": parts.evaluation.samples(cfg.eval.samples),
@@ -244,7 +244,6 @@ class Fitted:
     seconds: float
     metrics: dict[str, float]
     throughput: dict[str, Any]
-    curve: list[dict[str, Any]]  # validation generation scores during training (eval.every_n_steps)
     restored: dict[str, Any] | None  # the best checkpoint restored before testing (eval.restore_best)
     callbacks: list[Any]  # the selection callbacks, holding their scores
     model: nn.Module | None  # FSDP: the gathered, unsharded model (rank 0) that evaluation and export use
@@ -276,11 +275,11 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
     gathered = gathered_model(trainer, lambda: parts.strategy.apply(load_base(cfg, parts.strategy), architecture),
                               architecture)
     if trainer.global_rank != 0:
-        return Fitted(trainer, seconds, metrics, {}, curve(chooser), restored, chooser, None)
+        return Fitted(trainer, seconds, metrics, {}, restored, chooser, None)
     # counting FLOPs re-runs one step on rank 0 alone: safe when every rank holds the whole model (one
     # process, DDP), not when parameters are sharded (FSDP, DeepSpeed)
     throughput = meter.summary(module, count_flops=not is_sharded(trainer))
-    return Fitted(trainer, seconds, metrics, throughput, curve(chooser), restored, chooser, gathered)
+    return Fitted(trainer, seconds, metrics, throughput, restored, chooser, gathered)
 
 
 def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:
