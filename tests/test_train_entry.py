@@ -101,7 +101,7 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path, mon
     assert summary["versions"]["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     # LoRA r=8 on c_attn (128 -> 384) in 4 layers: 4 * (128*8 + 8*384), at LoRA's default learning rate
     assert summary["params"]["trainable"] == 16384 and summary["lr"] == 1e-2
-    assert summary["steps"] == 30 and summary["data"] == {"train": 240, "validation": 109, "test": 169}
+    assert summary["steps"] == 30 and summary["data"] == {"train": 240, "validation": 281, "test": 706}
     metrics = summary["metrics"]
     assert set(metrics) == {"train/loss", "train/lr", "val/loss", "val/ppl"}
     assert metrics["val/ppl"] == pytest.approx(2.718281828 ** metrics["val/loss"], rel=1e-3)
@@ -111,21 +111,24 @@ def test_default_run_on_tiny_settings_writes_a_complete_run_folder(tmp_path, mon
     assert metrics["val/loss"] < untrained_val_loss(*TINY)
     from instructune.world.source import WorldSource
 
-    test_records = WorldSource().load()["test"][:24]
-    tasks = {f"task/{r['task']}" for r in test_records}
+    world = WorldSource().load()
+    test_records, trained = world["test"][:24], {r["task"] for r in world["train"][:240]}
+    tasks = {f"task/{r['task']}" + (f"@{r['group']}" if r.get("group") else "") for r in test_records}
+    groups = {"paraphrase" if r.get("group") else "seen" if r["task"] in trained else "held_out" for r in test_records}
+    assert groups == {"seen", "held_out", "paraphrase"}  # the first 24 test items have every group
     for who in ("base", "tuned"):
         assert summary["eval"][who]["n"] == 24
-        assert set(summary["eval"][who]) == {"n", "all", "seen", "held_out", *tasks,
-                                             *(f"{m}/{g}" for m in ("rougeL", "chrf") for g in ("all", "seen", "held_out"))}
+        assert set(summary["eval"][who]) == {"n", "all", *groups, *tasks,
+                                             *(f"{m}/{g}" for m in ("rougeL", "chrf") for g in ("all", *groups))}
     assert "exact match on the test split (24 examples)" in proc.stdout and "| seen tasks" in proc.stdout
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [(p["instruction"], p["input"], p["reference"], p["task"]) for p in predictions] == [
         (r["instruction"], r["input"], r["output"], r["task"]) for r in test_records]
-    assert {frozenset(p) for p in predictions} == {frozenset({"instruction", "input", "reference", "task", "seen",
-                                                              "base", "tuned"})}
-    from instructune.world.generator import HELD_OUT_TASKS
-
-    assert [p["seen"] for p in predictions] == [r["task"] not in HELD_OUT_TASKS for r in test_records]
+    keys = frozenset({"instruction", "input", "reference", "task", "seen", "base", "tuned"})
+    assert {frozenset(p) for p in predictions} == {keys, keys | {"group"}}
+    # seen: the family is in this run's train split (240 records: not every family); paraphrased items say so
+    assert [p["seen"] for p in predictions] == [r["task"] in trained for r in test_records]
+    assert [p.get("group") for p in predictions] == [r.get("group") for r in test_records]
     model_dir = tmp_path / "model"
     assert (model_dir / "adapter_config.json").is_file() and (model_dir / "adapter_model.safetensors").is_file()
     assert not (model_dir / "model.safetensors").exists()

@@ -77,7 +77,7 @@ def test_corpus_is_plain_sentences_not_instructions():
 
 
 def test_world_source_validates_and_keeps_task():
-    splits = WorldSource(max_train_records=10).load()
+    splits = WorldSource(version=1, max_train_records=10).load()  # the first world (the studies' version)
     assert splits["train"] == instruction_splits(0)["train"][:10]  # the first 10, validated and unchanged
     assert splits["train"][0] == {"instruction": "Turn the following active sentence into a passive one.",
                                   "input": "the boy found the window", "output": "the window was found by the boy",

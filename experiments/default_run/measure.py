@@ -41,8 +41,12 @@ def one_run(folder: Path) -> dict[str, object]:
             "fit_seconds": summary["fit_seconds"], "real_tokens_per_s": summary["throughput"]["real_tokens_per_s"],
             "mfu": summary["throughput"].get("mfu"), "steps": summary["steps"],
             "tuned_exact_match": summary["eval"]["tuned"]["all"], "base_exact_match": summary["eval"]["base"]["all"],
-            "tuned": {k: summary["eval"]["tuned"][k] for k in ("all", "seen", "held_out", "rougeL/all", "chrf/all")},
-            "n_test": summary["eval"]["tuned"]["n"]}
+            "tuned": {k: summary["eval"]["tuned"][k] for k in ("all", "seen", "held_out", "paraphrase", "rougeL/all",
+                                                              "rougeL/held_out", "chrf/all") if k in summary["eval"]["tuned"]},
+            "base": {k: summary["eval"]["base"][k] for k in ("all", "rougeL/all", "rougeL/held_out")
+                     if k in summary["eval"]["base"]},
+            "n_test": summary["eval"]["tuned"]["n"],
+            "test_families": len({k.split("@")[0] for k in summary["eval"]["tuned"] if k.startswith("task/")})}
 
 
 def main() -> None:

@@ -114,10 +114,32 @@ def _train(overrides: list[str]) -> None:
     train_app(before_job=restore_argv)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from instructune.export import export_run
+
+    print(export_run(args.run, args.format).message)
+
+
 def _report(args: argparse.Namespace) -> None:
     from instructune.sweep_report import write_report
 
     print(f"report written to {write_report(args.sweep, args.out)}")
+
+
+def _judge(args: argparse.Namespace) -> None:
+    from instructune.judge import judge_run, result_lines
+
+    result = judge_run(args.run, args.judge, judge_model=args.judge_model, answer=args.answer, rubric_path=args.rubric,
+                       name=args.name, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       timeout=args.timeout, retries=args.retries)
+    print("\n".join(result_lines(result)))
+
+
+def _lm_eval(args: argparse.Namespace) -> None:
+    from instructune.lm_eval_harness import headline, options_from_args, run_harness
+
+    out, record = run_harness(args.run, options_from_args(args))
+    print("\n".join([*headline(record), f"written to {out}"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     merge = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model")
     merge.add_argument("run", type=Path)
     merge.add_argument("out", type=Path)
+    export = sub.add_parser("export", help="merged Hugging Face folder or ONNX model, with a model card, "
+                            "into <run>/export/<format>")
+    export.add_argument("run", type=Path, help="run folder (or its model/ folder)")
+    export.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                        help="hf: adapter merged, safetensors + tokenizer (default); onnx: model.onnx, logits, no KV cache")
     evaluate = sub.add_parser("evaluate", help="score a run on a file or a data config's split, without training")
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=alpaca eval.max_examples=500")
@@ -152,13 +179,43 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="summarise a multirun folder into report.md and PNG plots")
     report.add_argument("sweep", type=Path, help="the sweep folder (outputs/<task>/multiruns/<time>)")
     report.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep folder)")
+    judge = sub.add_parser("judge", help="score each test answer 0 to 100 with a judge model (rubric prompt)")
+    judge.add_argument("run", type=Path, help="run folder with predictions.jsonl")
+    judge.add_argument("--judge", required=True, help="local model folder, or OpenAI-compatible base URL "
+                       "(http://127.0.0.1:8000/v1; OPENAI_API_KEY is sent when set)")
+    judge.add_argument("--judge-model", default=None, help="model at the URL (default: the first {url}/models lists)")
+    judge.add_argument("--answer", choices=["tuned", "base"], default="tuned")
+    judge.add_argument("--rubric", type=Path, default=None, help="prompt file with {instruction} {input} {prompt} "
+                       "{reference} {response} (default: the book's rubric)")
+    judge.add_argument("--name", default=None, help="result name under <run>/judge/ (default: the judge's name)")
+    judge.add_argument("--max-new-tokens", type=int, default=16)
+    judge.add_argument("--batch-size", type=int, default=8, help="local judges: prompts per generate call")
+    judge.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    judge.add_argument("--retries", type=int, default=5, help="HTTP retries on 408/429/5xx and timeouts")
+    lm_eval = sub.add_parser("lm-eval", help="EleutherAI's lm-evaluation-harness on a run, into <run>/lm_eval/")
+    lm_eval.add_argument("run", type=Path, help="run folder (or its model/ folder)")
+    lm_eval.add_argument("--tasks", required=True, help="comma-separated lm-eval tasks / groups / globs, e.g. "
+                         "world_capitals (the embedded world's, offline) or hellaswag,arc_easy")
+    lm_eval.add_argument("--num-fewshot", type=int, default=None, help="default: each task's own (0 if unset)")
+    lm_eval.add_argument("--limit", default=None, help="documents per task (or a fraction below 1): for quick looks")
+    lm_eval.add_argument("--batch-size", default="8", help="an integer, or auto")
+    lm_eval.add_argument("--include-path", type=Path, action="append", default=[],
+                         help="a folder of extra task YAML files (repeatable; the world's tasks are always on)")
+    lm_eval.add_argument("--apply-chat-template", action="store_true",
+                         help="wrap prompts in the tokenizer's chat template (matches runs trained with prompt style chat)")
+    lm_eval.add_argument("--merge", action="store_true", help="fold a LoRA / IA3 adapter into the weights first")
+    lm_eval.add_argument("--base", action="store_true", help="score the run's base model instead (before / after)")
+    lm_eval.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    lm_eval.add_argument("--log-samples", action="store_true", help="also write each document's requests and "
+                         "responses to <result>.samples.jsonl")
     args, extra = parser.parse_known_args(argv)
     if args.command == "evaluate" and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # overrides after an option (`--data f.json eval.max_examples=50`)
     elif extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
-        {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report}[args.command](args)
+        {"generate": _generate, "merge": _merge, "evaluate": _evaluate, "report": _report,
+         "judge": _judge, "export": _export, "lm-eval": _lm_eval}[args.command](args)
     except (ConfigError, DataError, ModelError, PromptStyleError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 

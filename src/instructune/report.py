@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_GROUPS = (("all", "all test"), ("seen", "seen tasks"), ("held_out", "held-out tasks"))
+_GROUPS = (("all", "all test"), ("seen", "seen tasks"), ("held_out", "held-out tasks"),
+           ("paraphrase", "seen, reworded"))
 
 
 def _pct(scores: dict[str, Any] | None, key: str) -> str:

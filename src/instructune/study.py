@@ -55,6 +55,7 @@ class StudyDesign:
     launcher: tuple[str, ...] = ("hydra/launcher=joblib",)  # e.g. ("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     baseline: str | None = None  # the arm the others are compared with (default: the first)
     notes: dict[str, Any] = field(default_factory=dict)
+    tune_lr: bool = True  # False: every arm trains at the first rate of its grid (the report says so)
 
 
 def validation_key(summary: dict[str, Any]) -> tuple[float, float, float]:
@@ -95,7 +96,10 @@ def _lr_list(lrs: list[float]) -> str:
 
 def tune(design: StudyDesign, arm: Arm, folder: Path) -> dict[str, Any]:
     """The arm's learning rate: its grid at the last budget with the tuning seed, extended by
-    ``grid_factor`` past an edge the best value sits on (at most ``max_extensions`` times)."""
+    ``grid_factor`` past an edge the best value sits on (at most ``max_extensions`` times). With
+    ``design.tune_lr`` off, the first rate of the grid, untuned (a grid study too large to tune per cell)."""
+    if not design.tune_lr:
+        return {"lr": arm.lr_grid[0], "edge": None, "grid": [arm.lr_grid[0]], "runs": [], "fixed": True}
     scores: dict[float, tuple[float, ...]] = {}
     runs: list[dict[str, Any]] = []
     todo = sorted(arm.lr_grid)

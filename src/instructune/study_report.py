@@ -33,12 +33,17 @@ class ArmBudget:
 
 
 def _in_group(line: dict[str, Any], group: str) -> bool:
-    return group == "all" or (bool(line.get("task")) and line.get("seen") == (group == "seen"))
+    if group == "all":
+        return True
+    if line.get("group"):  # a named group (the world's paraphrases) is in neither seen nor held_out
+        return line["group"] == group
+    return bool(line.get("task")) and line.get("seen") == (group == "seen")
 
 
-def load_arm(arm: str, runs: list[str], budget: int) -> ArmBudget | None:
-    """The final runs of ``arm`` scored at ``budget`` (predictions.jsonl column ``tuned@<budget>``)."""
-    who = f"tuned@{budget}"
+def load_arm(arm: str, runs: list[str], budget: int, who: str | None = None) -> ArmBudget | None:
+    """The final runs of ``arm`` scored at ``budget`` (predictions.jsonl column ``tuned@<budget>``, or
+    ``who``: ``base`` for the untuned model's answers in the same runs)."""
+    who = who or f"tuned@{budget}"
     seeds, rows, items, validation = [], [], None, []
     for run in runs:
         summary, lines = read_summary(Path(run)) or {}, read_predictions(Path(run))
@@ -104,6 +109,9 @@ def tuning_section(study: dict[str, Any]) -> list[str]:
              f"(at most {study['design']['max_extensions']} times).", "",
              "| arm | learning rates tried: validation exact match / ROUGE-L | chosen | bracketed |",
              "|---|---|---|---|"]
+    if all(t.get("fixed") for t in study["tuning"].values()):
+        rates = ", ".join(f"{arm} {t['lr']:.3g}" for arm, t in study["tuning"].items())
+        return ["## Learning rates", "", f"Not tuned: every arm trains at a fixed rate ({rates}).", ""]
     for arm, tuned in study["tuning"].items():
         tried = "; ".join(f"{r['lr']:.3g}: {100 * r['validation']['all']:.1f}% / {100 * r['validation']['rougeL/all']:.1f}"
                           if r.get("validation") else f"{r['lr']:.3g}: -" for r in tuned["runs"])

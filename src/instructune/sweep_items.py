@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from instructune.bootstrap import Difference, Interval, arm_interval, paired_difference
+from instructune.eval.judge_files import finished_results
 from instructune.eval.metrics import exact_match, normalize
 from instructune.sweep_rows import Row
 
@@ -37,6 +38,8 @@ def _in_group(line: dict[str, Any], group: str) -> bool | None:
         return True
     if not line.get("task"):
         return False
+    if line.get("group"):  # an item of a named group (the world's paraphrases) is in neither seen nor held_out
+        return line["group"] == group
     seen = line.get("seen")
     return None if not isinstance(seen, bool) else seen == (group == "seen")
 
@@ -167,3 +170,49 @@ def row_score(row: Row, predictions: Predictions, path: str) -> RowScore | None:
     if math.isnan(half):
         return RowScore(mean, math.nan, math.nan, None)
     return RowScore(mean, max(0.0, mean - half), min(1.0, mean + half), None)
+
+
+JUDGE_KEY = "judge:"  # score columns "judge:<name>": a judge's 0 to 100 scores of the tuned answers
+
+
+@dataclass
+class JudgeScore:
+    """A configuration's mean judge score (0 to 100) over its judged seeds × parsed items."""
+
+    score: RowScore
+    seeds: int  # seeds with parsed judge scores
+    unparsable: int  # replies left out, over those seeds
+    rubric: set[str]  # rubric hashes (more than one: not one measurement)
+
+
+def judge_scores(rows: list[Row]) -> dict[str, list[JudgeScore | None]]:
+    """``judge:<name>`` -> each row's judge score, for every judge that scored some job's tuned
+    answers (``instructune judge``; the first successful job of each seed, as ``predictions_by_seed``)."""
+    judged: list[dict[str, dict[str | None, list[dict[str, Any]]]]] = []
+    for row in rows:
+        found: dict[str, dict[str | None, list[dict[str, Any]]]] = {}
+        for job in row.jobs:
+            if job.status == "ok":
+                for name, (_, lines) in finished_results(job.folder).items():
+                    found.setdefault(name, {}).setdefault(job.seed, lines)
+        judged.append(found)
+    names = sorted({name for found in judged for name in found})
+    return {JUDGE_KEY + name: [_judge_score(found.get(name, {})) for found in judged] for name in names}
+
+
+def _judge_score(by_seed: dict[str | None, list[dict[str, Any]]]) -> JudgeScore | None:
+    """The bootstrap interval over seeds × items of the parsed scores (items ordered by their index
+    in predictions.jsonl; the same items for every seed unless unparsable replies differ)."""
+    keys, scores, unparsable = [], [], 0
+    for lines in by_seed.values():
+        ordered = sorted(lines, key=lambda line: line["index"])
+        unparsable += sum(line["score"] is None for line in ordered)
+        parsed = [line for line in ordered if line["score"] is not None]
+        if parsed:
+            keys.append([(line["index"], *item_key(line)) for line in parsed])
+            scores.append(np.array([float(line["score"]) for line in parsed]))
+    if not scores:
+        return None
+    iv = arm_interval(scores, same_items=all(k == keys[0] for k in keys[1:]))
+    rubric = {line.get("rubric_sha256", "?") for lines in by_seed.values() for line in lines}
+    return JudgeScore(RowScore(iv.mean, iv.low, iv.high, iv), len(scores), unparsable, rubric)

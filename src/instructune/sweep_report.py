@@ -3,7 +3,8 @@ overrides without ``seed``), scores as means over seeds × test items with a 95%
 (``instructune.bootstrap``), the validation loss as mean ± 95% Student t over seeds, failed jobs as
 failed rows; the tuned exact match pooled over items with a Wilson interval, and each configuration
 against the first by an exact McNemar test and a paired bootstrap, Holm-corrected across the report's
-comparisons (``sweep_sections``)."""
+comparisons (``sweep_sections``); a column per judge that scored the jobs' tuned answers
+(``instructune judge``), with the same bootstrap over seeds and items."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from instructune.run_folder import read_job_config
-from instructune.sweep_items import Predictions, RowScore, row_score
+from instructune.sweep_items import JudgeScore, Predictions, RowScore, judge_scores, row_score
 from instructune.sweep_plots import cost_figure, exact_match_figure, save_figure, val_loss_figure
 from instructune.sweep_rows import Job, Row, collect, common_overrides, mean_ci, predictions_by_seed
-from instructune.sweep_sections import cells, head, interval_notes, paired_section, score_cell, wilson_section
+from instructune.sweep_sections import (cells, head, interval_notes, judge_cell, judge_header, judge_notes,
+                                        paired_section, score_cell, wilson_section)
 
 __all__ = ["METRICS", "Job", "Row", "collect", "common_overrides", "format_stat", "markdown_table", "mean_ci",
            "save_figure", "write_report"]  # Row, collect, mean_ci: where the studies import them from
@@ -51,10 +53,12 @@ def row_scores(rows: list[Row], predictions: list[Predictions]) -> Scores:
             for _, path in METRICS if not path.startswith("metrics.")}
 
 
-def markdown_table(rows: list[Row], scores: Scores) -> str:
-    """The main table: scores with their intervals (``score_cell``), the loss as mean ± t half-width."""
-    header = ["configuration", "seeds", *[name for name, _ in METRICS], "trainable params", "wall s",
-              "real tokens/s", "MFU", "status"]
+def markdown_table(rows: list[Row], scores: Scores, judges: dict[str, list[JudgeScore | None]] | None = None) -> str:
+    """The main table: scores with their intervals (``score_cell``), the loss as mean ± t half-width,
+    and a column per judge when jobs were judged (``instructune judge``)."""
+    judges = judges or {}
+    header = ["configuration", "seeds", *[name for name, _ in METRICS], *judge_header(list(judges)),
+              "trainable params", "wall s", "real tokens/s", "MFU", "status"]
     lines = head(header)
     for i, row in enumerate(rows):
         ok = [j for j in row.jobs if j.status == "ok"]
@@ -66,6 +70,7 @@ def markdown_table(rows: list[Row], scores: Scores) -> str:
         lines.append(cells([f"`{row.label}`", str(len(row.jobs)),
                             *[score_cell(scores[path][i]) if path in scores else format_stat(row.stat(path), False)
                               for _, path in METRICS],
+                            *[judge_cell(column[i]) for column in judges.values()],
                             ", ".join(f"{p:,}" for p in sorted(params)) or "-",
                             f"{statistics.fmean(wall):.1f}" if wall else "-",
                             f"{statistics.fmean(speed):,.0f}" if speed else "-",
@@ -136,6 +141,7 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
         raise FileNotFoundError(f"{sweep_dir}: no job folders (with .hydra/) found; is this a multirun folder?")
     predictions = [predictions_by_seed(row) for row in rows]  # read once for every section
     scores = row_scores(rows, predictions)
+    judges = judge_scores(rows)
     plots, notes = _plots(rows, scores["eval.tuned.all"], out)
     n_jobs = sum(len(r.jobs) for r in rows)
     text = [f"# Sweep report: {sweep_dir.name}", "",
@@ -144,7 +150,8 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
     common = common_overrides(sweep_dir)
     if common:
         text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
-    text += [markdown_table(rows, scores), *interval_notes([r.label for r in rows], scores["eval.tuned.all"]),
+    text += [markdown_table(rows, scores, judges), *interval_notes([r.label for r in rows], scores["eval.tuned.all"]),
+             *judge_notes(rows, judges),
              *wilson_section(rows), *paired_section(rows, predictions)]
     if notes:
         text += ["No validation-loss curve for:", "", *[f"- {', '.join(f'`{label}`' for label in labels)}: {reason}."

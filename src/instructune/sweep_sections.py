@@ -9,7 +9,7 @@ import math
 
 from instructune.bootstrap import DEFAULT_RESAMPLES, Difference
 from instructune.stats import exact_mcnemar, holm, wilson_interval
-from instructune.sweep_items import Pairing, Predictions, RowScore, pair
+from instructune.sweep_items import JUDGE_KEY, JudgeScore, Pairing, Predictions, RowScore, pair
 from instructune.sweep_rows import Row
 
 
@@ -29,6 +29,42 @@ def score_cell(found: RowScore | None) -> str:
     if not math.isnan(found.low):
         text += f" ({100 * found.low:.1f}–{100 * found.high:.1f})" + ("" if found.interval else "†")
     return text
+
+
+def judge_header(keys: list[str]) -> list[str]:
+    """``judge`` for one judge, ``judge (<name>)`` for each of several."""
+    names = [k.removeprefix(JUDGE_KEY) for k in keys]
+    return ["judge"] if len(names) == 1 else [f"judge ({name})" for name in names]
+
+
+def judge_cell(found: JudgeScore | None) -> str:
+    """``mean (low–high)`` on the judge's 0 to 100 scale."""
+    if found is None:
+        return "-"
+    s = found.score
+    return f"{s.mean:.1f} ({s.low:.1f}–{s.high:.1f})"
+
+
+def judge_notes(rows: list[Row], judges: dict[str, list[JudgeScore | None]]) -> list[str]:
+    """What the judge columns are, and per configuration the seeds × items they rest on."""
+    lines = []
+    for key, column in judges.items():
+        parts = []
+        for row, found in zip(rows, column, strict=True):
+            if found is None:
+                continue
+            iv, ok = found.score.interval, len({j.seed for j in row.jobs if j.status == "ok"})
+            text = f"`{row.label}` {found.seeds} of {ok} seed{'s' * (ok > 1)}, {iv.items if iv else 0} items"
+            text += f", {found.unparsable} unparsable left out" if found.unparsable else ""
+            text += ", MIXED RUBRICS" if len(found.rubric) > 1 else ""
+            parts.append(text)
+        lines.append(f"- `{key.removeprefix(JUDGE_KEY)}`: {'; '.join(parts)}.")
+    if not lines:
+        return []
+    return ["Judge: the 0–100 scores a judge model gave the tuned answers (`instructune judge`, "
+            "`<job>/judge/<name>.jsonl`), mean over every parsed item of every judged seed; in brackets the same "
+            "95% bootstrap interval over seeds, then items. Replies without a score are left out and counted. "
+            "Judged seeds and items:", "", *lines, ""]
 
 
 def _n(label: str, found: RowScore | None) -> str | None:

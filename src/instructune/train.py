@@ -182,6 +182,9 @@ def validate(cfg: DictConfig, strategy: Strategy, optimizer: OptimizerConfig) ->
 def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | None,
                         rank_zero: bool = True) -> dict[str, Any]:
     """check → build → base eval → apply the strategy → fit → tuned eval → export → the summary's body."""
+    if cfg.get("stage", "sft") != "sft" or cfg.get("init_from"):  # preference tuning (DPO): its own pipeline
+        from instructune.dpo_stage import train_and_evaluate_dpo
+        return train_and_evaluate_dpo(cfg, folder, sweep_group, rank_zero)
     check_config(cfg)  # every setting, before anything is loaded
     check_selection(cfg)
     check_sharding(cfg)

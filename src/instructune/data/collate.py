@@ -35,6 +35,10 @@ def loss_token_count(example: TokenizedExample, masking: bool, architecture: str
     if architecture == "seq2seq":
         return len(example.labels or [])
     n = len(example.input_ids) - 1
+    if example.assistant_mask is not None:  # a conversation: assistant targets 1, every other target the weight
+        assistant = sum(example.assistant_mask[1:])
+        weight = prompt_loss_weight(masking, prompt_weight)
+        return n if weight == 1 else assistant + weight * (n - assistant)
     prompt_targets = max(example.prompt_length - 1, 0)
     weight = prompt_loss_weight(masking, prompt_weight)
     return n if weight == 1 else n - prompt_targets + weight * prompt_targets
@@ -64,6 +68,8 @@ def _place_shifted(batch: dict[str, torch.Tensor], row: int, at: int, e: Tokeniz
     """Write one example, shifted by one (target j is token j+1), at positions ``at..at+n`` of ``row``;
     returns n. A target belongs to the response once j+1 >= prompt_length; with prompt-loss ``weight``
     0 (masking) the prompt's targets stay ``IGNORE_INDEX``, otherwise they weigh ``weight``."""
+    if e.assistant_mask is not None:
+        return _place_turns(batch, row, at, e, weight)
     ids = torch.tensor(e.input_ids, dtype=torch.long)
     n = len(e.input_ids) - 1
     first_response_target = max(e.prompt_length - 1, 0)
@@ -75,6 +81,23 @@ def _place_shifted(batch: dict[str, torch.Tensor], row: int, at: int, e: Tokeniz
     if LOSS_WEIGHTS in batch:
         batch[LOSS_WEIGHTS][row, at : at + first_response_target] = weight
         batch[LOSS_WEIGHTS][row, at + first_response_target : at + n] = 1.0
+    return n
+
+
+def _place_turns(batch: dict[str, torch.Tensor], row: int, at: int, e: TokenizedExample, weight: float) -> int:
+    """``_place_shifted`` for a conversation: a target is the response's when its token is an assistant
+    token (``assistant_mask``), wherever it sits; every other target is the prompt's."""
+    ids = torch.tensor(e.input_ids, dtype=torch.long)
+    assistant = torch.tensor(e.assistant_mask, dtype=torch.bool)[1:]
+    n = len(e.input_ids) - 1
+    targets = ids[1:]
+    batch["input_ids"][row, at : at + n] = ids[:-1]
+    batch["attention_mask"][row, at : at + n] = 1
+    ignore = torch.full_like(targets, IGNORE_INDEX)
+    batch["labels"][row, at : at + n] = targets if weight else torch.where(assistant, targets, ignore)
+    batch["response_labels"][row, at : at + n] = torch.where(assistant, targets, ignore)
+    if LOSS_WEIGHTS in batch:
+        batch[LOSS_WEIGHTS][row, at : at + n] = torch.where(assistant, 1.0, weight)
     return n
 
 

@@ -14,10 +14,11 @@ from torch.utils.data import DataLoader
 from instructune.data.cache import TokenCache
 from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2SeqCollator, loss_token_count,
                                       prompt_loss_weight)
+from instructune.data.conversations import ChatFormat, check_format, tokenize_conversations
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
-from instructune.data.tokenize import OverlengthError, TokenizedExample, tokenize_pairs
+from instructune.data.tokenize import OverlengthError, TokenizedExample, token_lengths, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,13 @@ class InstructionDataModule(L.LightningDataModule):
     ``pad_to_multiple_of`` and ``drop_last`` keep GPU batch shapes few (``instructune.speed`` picks them
     per device). ``accumulate_grad_batches`` must match the Trainer's: the sampler counts loss tokens per
     accumulation window so the loss is a true token mean over the whole optimiser step.
+
+    ``format=messages``: the records are conversations (``data/conversations.py``), rendered with the
+    tokenizer's chat template (``chat_template``: another one, or the built-in one for a base without one),
+    and the loss covers every assistant turn, its end-of-turn marker included; non-assistant tokens are the
+    "prompt" that ``masking`` / ``prompt_weight`` govern. Evaluation prompts are the turns before the last
+    answer plus the generation prompt, and generation stops at the end-of-turn marker (``stop``). Seq2seq:
+    the history feeds the encoder and the last assistant turn is the decoder's target (loss on it alone).
     """
 
     def __init__(
@@ -58,19 +66,32 @@ class InstructionDataModule(L.LightningDataModule):
         overlength: str = "truncate",
         drop_last: bool = False,
         prompt_weight: float | None = None,
+        format: str = "instructions",  # data.format: instructions | messages
+        chat_template: str | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.seed = seed
         self.tokenizer = tokenizer
         self.prompt_style = _as_style(prompt)
+        self.format = check_format(format)
+        self.chat: ChatFormat | None = None
+        self.stop: tuple[str, ...] = ()  # generation stops at these texts (and EOS)
+        self.prompt_special_tokens = True  # evaluation prompts get the tokenizer's special tokens
+        if self.format == "messages":
+            # the template is set on the tokenizer (and so exported with the model); the saved prompt style is
+            # `chat`, which renders a single instruction with that same template
+            self.chat = ChatFormat(tokenizer, chat_template, bos_in_text=architecture == "causal")
+            self.prompt_style = PromptStyle("chat")
+            if architecture == "causal":
+                self.stop, self.prompt_special_tokens = (self.chat.end_of_turn,), False
         self.prompt_weight = prompt_loss_weight(masking, prompt_weight)
         self.masking = self.prompt_weight == 0
         self.architecture = architecture
         self.max_seq_length = max_seq_length
         self.overlength = overlength
         # per split: records cut to max_seq_length, and dropped for it (summary.json reports both)
-        self.length_report: dict[str, dict[str, int]] = {"truncated": {}, "dropped": {}}
+        self.length_report: dict[str, dict[str, Any]] = {"truncated": {}, "dropped": {}, "tokens": {}}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -97,6 +118,8 @@ class InstructionDataModule(L.LightningDataModule):
         return getattr(self.source, "path", None) or getattr(self.source, "name", None) or "data"
 
     def format_prompt(self, record: Record) -> str:
+        if self.chat is not None:  # a conversation: the turns before its last answer, and the generation prompt
+            return self.chat.prompt(record["messages"][:-1])
         return self.prompt_style.format(record["instruction"], record.get("input", ""), self.tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
@@ -119,13 +142,20 @@ class InstructionDataModule(L.LightningDataModule):
 
         with FileLock(str(Path(tempfile.gettempdir()) / "instructune-data-prepare.lock")):
             self.records = self.source.load()
+        if self.chat is not None:
+            self._check_conversations()
         for split, records in self.records.items():
-            prompts = [self.format_prompt(r) for r in records]
-            responses = [r["output"] for r in records]
-            tokenize = self.cache.tokenize if self.cache is not None else tokenize_pairs
             try:
-                examples, stats = tokenize(prompts, responses, self.tokenizer, self.max_seq_length, self.architecture,
-                                           self.overlength)
+                if self.chat is not None and self.architecture == "causal":  # loss on every assistant turn
+                    examples, stats = tokenize_conversations([r["messages"] for r in records], self.chat,
+                                                             self.max_seq_length, self.overlength,
+                                                             f"{self.source_name} [{split} split]")
+                else:
+                    prompts = [self.format_prompt(r) for r in records]
+                    responses = [r["output"] for r in records]
+                    tokenize = self.cache.tokenize if self.cache is not None else tokenize_pairs
+                    examples, stats = tokenize(prompts, responses, self.tokenizer, self.max_seq_length,
+                                               self.architecture, self.overlength)
             except OverlengthError as e:
                 start = records[e.index]["instruction"][:50]
                 raise DataError(f"{self.source_name} [{split} split] {e} (instruction {start!r}): raise data.max_seq_length "
@@ -133,6 +163,7 @@ class InstructionDataModule(L.LightningDataModule):
             dropped = stats.dropped_empty_response + stats.dropped_overlength
             self.length_report["truncated"][split] = stats.truncated
             self.length_report["dropped"][split] = dropped
+            self.length_report["tokens"][split] = token_lengths(examples)
             if dropped:
                 log.warning("%s: dropped %d of %d record(s) over max_seq_length=%d (%s)", split, dropped,
                             len(records), self.max_seq_length,
@@ -146,6 +177,20 @@ class InstructionDataModule(L.LightningDataModule):
             self.examples[split] = examples
         if stage in (None, "fit") and not self.examples.get("train"):
             raise DataError(f"{self.source_name}: the train split is empty after loading and filtering; nothing to train on")
+
+    def _check_conversations(self) -> None:
+        if any("messages" not in r for records in self.records.values() for r in records):
+            raise DataError(f"data.format=messages: {self.source_name} gives records without turns ('messages'); "
+                            "its source needs format=messages too (data.source.format)")
+        train = self.records.get("train", [])
+        if self.architecture == "seq2seq":
+            log.info("conversations, seq2seq: the turns before the last answer feed the encoder, the last answer "
+                     "is the decoder's target")
+        else:
+            assert self.chat is not None
+            turns = sum(m["role"] == "assistant" for r in train for m in r["messages"])
+            log.info("conversations: the loss covers all %d assistant turns of %d training conversations, each with "
+                     "its end-of-turn marker %r (where generation stops)", turns, len(train), self.chat.end_of_turn)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         examples = self.examples[split]

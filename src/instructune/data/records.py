@@ -13,7 +13,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from instructune.data.conversations import MessageFields
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class FieldMap:
     input: str | None = "input"
     output: str = "output"
     task: str | None = None
+    group: str | None = None  # an evaluation group of its own (the world's "paraphrase" items)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where:
     out: list[Record] = []
     skipped: list[str] = []
     columns = set().union(*(r.keys() for r in rows)) if len(rows) else set()
-    for role in ("instruction", "input", "output", "task"):
+    for role in ("instruction", "input", "output", "task", "group"):
         column = getattr(fields, role)
         if column is not None and len(rows) and column not in columns:
             raise DataError(
@@ -111,6 +115,8 @@ def _validate_one(row: Mapping[str, Any], fields: FieldMap, where: str, i: int) 
     record = {"instruction": text("instruction", True), "input": text("input", False), "output": text("output", True)}
     if fields.task is not None:
         record["task"] = text("task", False)
+    if fields.group is not None and text("group", False):
+        record["group"] = text("group", False)
     return record
 
 
@@ -146,6 +152,9 @@ class DatasetSource:
     ``max_train_records`` cuts the train split to its first N records *after* splitting, so validation
     and test are the same whatever N is: the knob for data-size studies. ``max_records`` truncates
     every split *before* splitting (quick runs on a slice of a large set): the test set changes with it.
+
+    ``format``: ``instructions`` (the ``fields`` columns) or ``messages`` (chat records, where ``messages``
+    says: ``data/conversations.py``).
     """
 
     path: str
@@ -156,14 +165,21 @@ class DatasetSource:
     max_records: int | None = None
     max_train_records: int | None = None
     skip_invalid: bool = False
+    format: str = "instructions"
+    messages: MessageFields | None = None
 
     def load(self) -> Splits:
+        from instructune.data.conversations import MessageFields, check_format, validate_conversations
+
+        chats = check_format(self.format) == "messages"
         raw = self._load_raw()
         present = {(_SPLIT_ALIASES[k]): v for k, v in raw.items() if k in _SPLIT_ALIASES}
         if "train" not in present:
             raise DataError(f"{self.path}: no 'train' split (found: {', '.join(raw) or 'none'})")
         validated = {
-            name: validate_records(rows, self.fields, self._where(name, len(present)), self.skip_invalid)
+            name: validate_conversations(rows, self.messages or MessageFields(), self._where(name, len(present)),
+                                         self.skip_invalid) if chats else
+            validate_records(rows, self.fields, self._where(name, len(present)), self.skip_invalid)
             for name, rows in present.items()
         }
         if self.max_records is not None:

@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TokenizedExample:
     """Causal: ``input_ids`` = prompt + response + EOS, ``prompt_length`` marks the seam.
-    Seq2seq: ``input_ids`` = encoder prompt, ``labels`` = response + EOS."""
+    Seq2seq: ``input_ids`` = encoder prompt, ``labels`` = response + EOS.
+    A conversation (``data.format=messages``, causal): ``assistant_mask`` is 1 on every assistant turn's
+    tokens, 0 elsewhere, and replaces the one seam (``prompt_length`` is then its first assistant token)."""
 
     input_ids: list[int]
     prompt_length: int
     labels: list[int] | None = None
+    assistant_mask: list[int] | None = None
 
 
 OVERLENGTH_POLICIES = ("truncate", "drop", "error")
@@ -97,6 +100,21 @@ def tokenize_pairs(
             truncated += 1
         examples.append(TokenizedExample(full, len(p)))
     return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength)
+
+
+def token_lengths(examples: Sequence[TokenizedExample]) -> dict[str, float]:
+    """Mean prompt and response tokens (the response with its EOS) and their ratio: the variable by
+    which Shi et al. (2024) predict when loss over the prompt helps. Kept in summary.json ``lengths``."""
+    if not examples:
+        return {"prompt_mean": 0.0, "response_mean": 0.0, "ratio": 0.0}
+    # a conversation: its assistant turns are the response, every other token the prompt
+    answer = [sum(e.assistant_mask) if e.assistant_mask is not None else len(e.labels) if e.labels is not None
+              else len(e.input_ids) - e.prompt_length for e in examples]
+    prompt = sum(len(e.input_ids) - a if e.assistant_mask is not None else e.prompt_length
+                 for e, a in zip(examples, answer, strict=True)) / len(examples)
+    response = sum(answer) / len(examples)
+    return {"prompt_mean": round(prompt, 2), "response_mean": round(response, 2),
+            "ratio": round(prompt / response, 3) if response else 0.0}
 
 
 def tokenize_text(texts: Sequence[str], tokenizer: Any) -> list[list[int]]:

@@ -17,25 +17,42 @@ def exact_match(prediction: str, reference: str) -> bool:
     return normalize(prediction) == normalize(reference)
 
 
+def item_group(task: str | None, group: str | None, seen_tasks: set[str]) -> str | None:
+    """An item's evaluation group: its own ``group`` when the record names one (the world's
+    ``paraphrase`` items: seen tasks asked in words never trained on), else ``seen`` for a task of the
+    train split and ``held_out`` for any other task; None for an item without a task."""
+    if group:
+        return group
+    if not task:
+        return None
+    return "seen" if task in seen_tasks else "held_out"
+
+
 def grouped_exact_match(
-    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str]
+    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str],
+    groups: Sequence[str | None] | None = None,
 ) -> dict[str, object]:
-    """Exact match overall, for seen tasks, for held-out tasks (tasks never in the train split) and
-    per task. Groups without examples are omitted, not reported as 0."""
+    """Exact match overall, for seen tasks, for held-out tasks (tasks never in the train split), for
+    each named group (``groups``, e.g. ``paraphrase``) and per task (a grouped item counts for its task
+    under ``task/<task>@<group>``). Groups without examples are omitted, not reported as 0."""
     hits: dict[str, list[bool]] = defaultdict(list)
-    for pred, ref, task in zip(predictions, references, tasks, strict=True):
+    groups = groups if groups is not None else [None] * len(tasks)
+    for pred, ref, task, group in zip(predictions, references, tasks, groups, strict=True):
         hit = exact_match(pred, ref)
         hits["all"].append(hit)
+        where = item_group(task, group, seen_tasks)
+        if where:
+            hits[where].append(hit)
         if task:
-            hits["seen" if task in seen_tasks else "held_out"].append(hit)
-            hits[f"task/{task}"].append(hit)
+            hits[f"task/{task}" + (f"@{group}" if group else "")].append(hit)
     scores: dict[str, object] = {k: sum(v) / len(v) for k, v in hits.items()}
     scores["n"] = len(hits["all"])
     return scores
 
 
 def generation_scores(
-    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str]
+    predictions: Sequence[str], references: Sequence[str], tasks: Sequence[str | None], seen_tasks: set[str],
+    groups: Sequence[str | None] | None = None,
 ) -> dict[str, object]:
     """Exact match (keys as ``grouped_exact_match``) plus, per group (all / seen / held_out),
     ROUGE-L F1 (mean over examples) and corpus-level chrF, both from torchmetrics. chrF uses
@@ -44,13 +61,14 @@ def generation_scores(
     from torchmetrics.functional.text import chrf_score
     from torchmetrics.functional.text.rouge import rouge_score
 
-    scores = grouped_exact_match(predictions, references, tasks, seen_tasks)
-    groups: dict[str, list[int]] = defaultdict(list)
+    scores = grouped_exact_match(predictions, references, tasks, seen_tasks, groups)
+    members: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(tasks):
-        groups["all"].append(i)
-        if task:
-            groups["seen" if task in seen_tasks else "held_out"].append(i)
-    for group, idx in groups.items():
+        members["all"].append(i)
+        where = item_group(task, groups[i] if groups is not None else None, seen_tasks)
+        if where:
+            members[where].append(i)
+    for group, idx in members.items():
         preds = [normalize(predictions[i]) for i in idx]
         refs = [normalize(references[i]) for i in idx]
         rouge = rouge_score(preds, refs, rouge_keys="rougeL", accumulate="avg")

@@ -40,6 +40,9 @@ class SplitEvaluation:
         records: list[Record] = data.records.get(split, [])
         self.records = records[:max_examples] if max_examples else records
         self.prompts = [data.format_prompt(r) for r in self.records]
+        # conversations: stop at the chat template's end-of-turn marker; prompts hold their special tokens as text
+        self.stop: tuple[str, ...] = tuple(getattr(data, "stop", ()))
+        self.add_special_tokens: bool = getattr(data, "prompt_special_tokens", True)
         self.seen_tasks = {r.get("task", "") for r in data.records.get("train", [])}
         self.answers: dict[str, list[str]] = {}
 
@@ -49,11 +52,12 @@ class SplitEvaluation:
             return None
         started = time.perf_counter()
         answers = generate(model, self.tokenizer, self.prompts, self.architecture, self.max_new_tokens, self.batch_size,
-                           self.max_prompt_tokens)
+                           self.max_prompt_tokens, self.stop, self.add_special_tokens)
         if keep:
             self.answers[who] = answers
         scores = generation_scores(answers, [r["output"] for r in self.records],
-                                     [r.get("task") for r in self.records], self.seen_tasks)
+                                     [r.get("task") for r in self.records], self.seen_tasks,
+                                     [r.get("group") for r in self.records])
         log.info("%s model: exact match %.3f on %d %s examples (%.1fs)", who, scores["all"], scores["n"], self.split,
                  time.perf_counter() - started)
         return scores
@@ -76,6 +80,10 @@ class SplitEvaluation:
                "task": r.get("task", ""), **{who: a[i] for who, a in self.answers.items()}}
         if r.get("task"):  # seen in training or a held-out family: the report's per-group item statistics
             row["seen"] = r["task"] in self.seen_tasks
+        if r.get("group"):  # an evaluation group of its own (e.g. paraphrase): in neither seen nor held_out
+            row["group"] = r["group"]
+        if "messages" in r:  # a conversation: the turns the answer followed (instruction is the last user turn)
+            row["messages"] = r["messages"][:-1]
         return row
 
     def write_predictions(self, path: Path) -> None:

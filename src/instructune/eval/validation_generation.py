@@ -15,7 +15,7 @@ from instructune.eval.split_evaluation import SplitEvaluation
 log = logging.getLogger(__name__)
 
 MONITOR = "val_gen/exact_match"  # what conf/checkpoint/best.yaml monitors
-CURVE_KEYS = ("all", "seen", "held_out", "rougeL/all", "chrf/all")
+CURVE_KEYS = ("all", "seen", "held_out", "paraphrase", "rougeL/all", "chrf/all")
 
 
 def curve_point(step: int, scores: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class ValidationGeneration(L.Callback):
         self.curve.append(curve_point(step, scores))
         metrics = {MONITOR: scores["all"], "val_gen/rougeL": scores["rougeL/all"], "val_gen/chrf": scores["chrf/all"]}
         metrics.update({f"val_gen/exact_match/{k}": v for k, v in scores.items()
-                        if k in ("seen", "held_out") or k.startswith("task/")})
+                        if k in ("seen", "held_out", "paraphrase") or k.startswith("task/")})
         for name, value in metrics.items():
             pl_module.log(name, float(value), on_step=True, on_epoch=False, batch_size=1)
 
