@@ -15,11 +15,10 @@ effect against log2(ratio) and log2(N) and writes report.md and the plot here.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from instructune.study import Arm, StudyDesign, add_study_arguments, parse_study_arguments, run_or_read
+from instructune.study import Arm, StudyDesign, study_main
 from instructune.ratio_report import ratio_report
 
 HERE = Path(__file__).resolve().parent
@@ -54,21 +53,7 @@ QUICK = replace(DESIGN, name="ratio_study_quick", arms=_QUICK_ARMS, notes={"cell
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_study_arguments(parser, "'plain N=250 λ=0' 'plain N=250 λ=1'")
-    parser.add_argument("--report-dir", type=Path, default=None, help="where report.md goes (default: beside this "
-                        "script for the full study, the study folder for --quick or --out)")
-    args = parse_study_arguments(parser, argv)
-    design = QUICK if args.quick else DESIGN
-    if args.arms:
-        design = replace(design, arms=tuple(a for a in design.arms if a.name in args.arms))
-    out = args.out or REPO / "multirun" / design.name
-    study = run_or_read(design, out, args.report_only)
-    report_dir = args.report_dir or (out if args.quick or args.out else HERE)
-    report = ratio_report(study, report_dir, "Ratio study: the masking effect against instruction/output length "
-                          "and training set size")
-    print(report.read_text())
-    return report
+    return study_main(argv, __doc__, (DESIGN, QUICK), REPO, HERE, ratio_report, "Ratio study: the masking effect against instruction/output length and training set size", "'context N=250 λ=0' 'context N=250 λ=1'")
 
 
 if __name__ == "__main__":

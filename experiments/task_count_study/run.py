@@ -14,11 +14,10 @@ with the number of training tasks). ``instructune.world_study_report`` writes re
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from instructune.study import Arm, StudyDesign, add_study_arguments, parse_study_arguments, run_or_read
+from instructune.study import Arm, StudyDesign, study_main
 from instructune.world_study_report import task_count_report
 
 HERE = Path(__file__).resolve().parent
@@ -43,21 +42,7 @@ QUICK = replace(DESIGN, name="task_count_study_quick",
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_study_arguments(parser, "k=4 k=58")
-    parser.add_argument("--report-dir", type=Path, default=None, help="where report.md goes (default: beside this "
-                        "script for the full study, the study folder for --quick or --out)")
-    args = parse_study_arguments(parser, argv)
-    design = QUICK if args.quick else DESIGN
-    if args.arms:
-        design = replace(design, arms=tuple(a for a in design.arms if a.name in args.arms))
-    out = args.out or REPO / "multirun" / design.name
-    study = run_or_read(design, out, args.report_only)
-    report_dir = args.report_dir or (out if args.quick or args.out else HERE)
-    report = task_count_report(study, report_dir, "Task-count study: held-out compositions by number of training "
-                               "task families")
-    print(report.read_text())
-    return report
+    return study_main(argv, __doc__, (DESIGN, QUICK), REPO, HERE, task_count_report, "Task-count study: held-out compositions by number of training task families", "k=4 k=58")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,29 @@ def parse_study_arguments(parser: Any, argv: list[str] | None) -> Any:
     return args
 
 
+def study_main(argv: list[str] | None, doc: str, designs: tuple[StudyDesign, StudyDesign], repo: Path,
+               script_dir: Path, report: Any, title: str, arms_example: str) -> Path:
+    """What a study script's ``main`` does: parse the shared command line, run (or re-read) the full or
+    the ``--quick`` design (``designs``), write its report with ``report(study, folder, title)`` beside
+    the script (full study) or into the study folder (``--quick`` / ``--out``), print it, return its path."""
+    import argparse
+    from dataclasses import replace
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_study_arguments(parser, arms_example)
+    parser.add_argument("--report-dir", type=Path, default=None, help="where report.md goes (default: beside the "
+                        "script for the full study, the study folder for --quick or --out)")
+    args = parse_study_arguments(parser, argv)
+    design = designs[1] if args.quick else designs[0]
+    if args.arms:
+        design = replace(design, arms=tuple(a for a in design.arms if a.name in args.arms))
+    out = args.out or repo / "multirun" / design.name
+    study = run_or_read(design, out, args.report_only)
+    path = report(study, args.report_dir or (out if args.quick or args.out else script_dir), title)
+    print(path.read_text())
+    return path
+
+
 def run_or_read(design: StudyDesign, out: Path, report_only: bool = False) -> dict[str, Any]:
     """``report_only``: the study already in ``out``; otherwise a fresh run (an earlier one is removed)."""
     import shutil
@@ -197,4 +220,4 @@ def read_study(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-__all__ = ["Arm", "StudyDesign", "add_study_arguments", "parse_study_arguments", "run_study", "run_or_read", "read_study", "tune", "final_runs", "bracketed", "validation_key"]
+__all__ = ["Arm", "StudyDesign", "add_study_arguments", "parse_study_arguments", "study_main", "run_study", "run_or_read", "read_study", "tune", "final_runs", "bracketed", "validation_key"]
