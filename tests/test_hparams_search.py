@@ -78,7 +78,8 @@ def test_the_search_space_strings_are_the_distributions_documented():
 # match differ (0.125 vs 0.0625 at these settings, seeded): an objective read from the test split fails.
 SMALL = ["trainer.max_steps=120", "trainer.val_check_interval=120", "data.source.max_train_records=480",
          "eval.max_examples=32", "eval.max_new_tokens=6", "eval.selection_max_examples=32", "eval.samples=0",
-         "logger=none", "export=false", "eval.base=false", "checkpoint=none"]
+         "logger=none", "export=false", "eval.base=false", "checkpoint=none",
+         "data.source.version=1"]  # the 12-family world: a short run scores above 0, so the trials can differ
 
 
 @pytest.mark.slow
