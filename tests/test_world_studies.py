@@ -106,7 +106,7 @@ def test_the_quick_task_count_study_end_to_end(tmp_path):
         # the report's held-out exact match is the mean over seeds x held-out items of the runs' own answers
         a = load_arm(arm, runs, 10)
         held = a.exact[:, item_mask(a.items, "held_out")]
-        assert held.shape == (2, 12 * 10)  # 12 held-out families x their items (max_items_per_task=30 -> 10)
+        assert held.shape == (2, 12 * 12)  # 12 held-out families x 12 items each (held_out_items_per_task)
         assert _row(text, str(k))[4] == f"{100 * arm_interval(held).mean:.1f}% ({100 * arm_interval(held).low:.1f}–" \
                                         f"{100 * arm_interval(held).high:.1f})"
         base = load_arm("base", runs, 10, who="base")
@@ -132,7 +132,7 @@ def test_the_quick_ratio_study_end_to_end(tmp_path):
     masked = load_arm("x", study["final"]["context N=64 λ=0"], 8)
     d = paired_difference(full.exact, masked.exact)
     row = next(r for r in rows if r[0] == "| context" and r[2] == "64")
-    assert row[6] == f"{100 * d.mean:+.1f} ({100 * d.low:+.1f} to {100 * d.high:+.1f})"
+    assert row[5] == f"{100 * d.mean:+.1f} ({100 * d.low:+.1f} to {100 * d.high:+.1f})"
     summaries = [json.loads((Path(r) / "summary.json").read_text()) for r in study["final"]["context N=64 λ=1"]]
     assert all(s["data"]["train"] == 64 for s in summaries)
     assert math.isclose(float(row[1].split("(")[1].rstrip(")")),

@@ -14,7 +14,7 @@ become world preference pairs (``world.preferences``), a file (``data=json``) is
 prompt / chosen / rejected fields (``data.preferences``, field names from ``dpo.fields``).
 The model, tokenizer and prompt style are the start's; ``model.*`` and ``data.prompt`` are not read.
 ``conf/stage/dpo.yaml`` holds the ``dpo.*`` settings and the stage's own defaults (a tenth of the strategy's
-learning rate, 200 steps).
+learning rate, 200 steps, beta 0.5).
 """
 
 from __future__ import annotations
