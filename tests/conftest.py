@@ -139,3 +139,13 @@ def untrained_val_loss(*overrides: str) -> float:
                         enable_progress_bar=False, enable_model_summary=False)
     [metrics] = trainer.validate(module, datamodule=parts.data, verbose=False)
     return metrics["val/loss"]
+
+
+def study_script(name: str):
+    """``experiments/<name>/run.py`` imported as a module (the study scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_run", REPO / "experiments" / name / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,14 +3,13 @@ on test) and its report, on tiny settings through the real entry point."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import study_script
 from instructune.study import bracketed, validation_key
 
 
@@ -33,20 +32,15 @@ def test_validation_scores_order_ties_by_rouge_then_loss():
     assert validation_key({}) == (-math.inf, -math.inf, -math.inf)  # a run without scores ranks last
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_run", REPO / "experiments" / name / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_studies_designs():
-    masking = _script("masking_study")
+    masking = study_script("masking_study")
     assert [(a.name, a.overrides) for a in masking.DESIGN.arms] == [
         ("λ=0", ("loss.prompt_weight=0",)), ("λ=0.01", ("loss.prompt_weight=0.01",)),
         ("λ=0.1", ("loss.prompt_weight=0.1",)), ("λ=0.5", ("loss.prompt_weight=0.5",)), ("λ=1", ("loss.prompt_weight=1",))]
     assert (masking.DESIGN.budgets, masking.DESIGN.seeds) == ((150, 300, 600), (0, 1, 2, 3, 4))
-    peft = _script("peft_study")
+    peft = study_script("peft_study")
     gpt2 = peft.design("gpt2")
     assert [a.name for a in gpt2.arms] == ["full", "lora", "prefix", "prompt", "ia3", "bitfit"]
     assert (gpt2.budgets, gpt2.seeds, gpt2.baseline) == ((100, 200, 400), (0, 1, 2, 3, 4), "full")
@@ -61,7 +55,7 @@ def test_the_studies_designs():
 def test_the_quick_masking_study_end_to_end(tmp_path):
     """``run.py --quick`` (two of its arms): tuning sweeps, final sweeps and the report, through the real
     entry point; the choices and the report's numbers checked against the runs' own summaries."""
-    report = _script("masking_study").main(["--quick", "--arms", "λ=0", "λ=1", "--out", str(tmp_path)])
+    report = study_script("masking_study").main(["--quick", "--arms", "λ=0", "λ=1", "--out", str(tmp_path)])
     study = json.loads((tmp_path / "study.json").read_text())
     assert list(study["tuning"]) == list(study["final"]) == ["λ=0", "λ=1"]
     for arm, tuned in study["tuning"].items():

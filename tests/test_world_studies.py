@@ -3,7 +3,6 @@ their reports use, and both ``run.py --quick`` end to end through the real entry
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import study_script
 from instructune.bootstrap import arm_interval, paired_difference
 from instructune.bootstrap_fits import fit, regression
 from instructune.study_report import load_arm
@@ -20,19 +19,14 @@ from instructune.ratio_report import anchor_paragraph
 from instructune.world_study_report import item_mask
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_run", REPO / "experiments" / name / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_designs():
-    count = _script("task_count_study").DESIGN
+    count = study_script("task_count_study").DESIGN
     assert [(a.name, a.overrides) for a in count.arms] == [
         (f"k={k}", (f"data.source.train_task_count={k}",)) for k in (4, 8, 16, 32, 58)]
     assert (count.budgets, count.seeds, count.tune_lr) == ((800,), (0, 1, 2), False)
-    ratio = _script("ratio_study")
+    ratio = study_script("ratio_study")
     assert len(ratio.DESIGN.arms) == 8 and ratio.DESIGN.budgets == (400,)
     assert ratio.CELLS["context N=250 λ=1"] == {"level": "context", "n": 250, "lambda": 1}
     arm = next(a for a in ratio.DESIGN.arms if a.name == "context N=250 λ=1")
@@ -89,7 +83,7 @@ def _row(text: str, first_cell: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_quick_task_count_study_end_to_end(tmp_path):
-    report = _script("task_count_study").main(["--quick", "--out", str(tmp_path)])
+    report = study_script("task_count_study").main(["--quick", "--out", str(tmp_path)])
     study = json.loads((tmp_path / "study.json").read_text())
     assert list(study["final"]) == ["k=4", "k=16", "k=58"] and all(t["fixed"] for t in study["tuning"].values())
     text = report.read_text()
@@ -117,7 +111,7 @@ def test_the_quick_task_count_study_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_the_quick_ratio_study_end_to_end(tmp_path):
-    report = _script("ratio_study").main(["--quick", "--out", str(tmp_path)])
+    report = study_script("ratio_study").main(["--quick", "--out", str(tmp_path)])
     study = json.loads((tmp_path / "study.json").read_text())
     assert len(study["final"]) == 8
     text = report.read_text()

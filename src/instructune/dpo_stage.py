@@ -39,7 +39,8 @@ from instructune.models.limits import positions_left
 from instructune.models.loading import count_parameters
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.selection import budget_scores, check_selection, curve
+from instructune.run_summary import summary_body
+from instructune.selection import check_selection
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.tracking import build_loggers, finish_wandb, log_scores, uses_wandb
 from instructune.train import Parts, _config_digest, fit, fit_to_model, validate
@@ -184,27 +185,12 @@ def train_and_evaluate_dpo(cfg: DictConfig, folder: RunFolder, sweep_group: str 
                  export_dpo(folder, model, start, parts.strategy))
     result: dict[str, Any] = {
         "config": digest,
-        "data": {split: len(examples) for split, examples in parts.data.examples.items()},
-        "lengths": {"max_seq_length": parts.data.max_seq_length, "overlength": parts.data.overlength,
-                    **parts.data.length_report},
-        "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},
-        "lr": parts.optimizer.effective_lr,
-        "steps": fitted.trainer.global_step,
-        "fit_seconds": round(fitted.seconds, 2),
-        "throughput": fitted.throughput,
-        "kernels": parts.kernels,
-        "metrics": fitted.metrics,
-        "eval": {"base": base_scores, "tuned": tuned_scores},
+        **summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned_scores, selected)),
         "dpo": {"beta": float(cfg.dpo.beta), "loss_type": str(cfg.dpo.loss_type),
                 "label_smoothing": float(cfg.dpo.label_smoothing), "sft_weight": float(cfg.dpo.sft_weight),
                 "init_from": str(start.path),
                 "reference": "the start, adapter disabled" if reference is None else "the start, frozen copy",
                 "split": pairs["split"], "before": before, "after": after},
-        "selection": {"split": cfg.eval.get("selection_split"), "tuned": selected, "curve": curve(fitted.callbacks),
-                      "restored": fitted.restored},
-        "budgets": budget_scores(fitted.callbacks),
-        "samples": parts.evaluation.samples(cfg.eval.samples),
-        "model_dir": str(folder.model_dir) if cfg.export else None,
     }
     print(format_run_table(result) + dpo_table(result["dpo"]))
     return result

@@ -37,8 +37,8 @@ from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.selection import (budget_scores, check_selection, curve, generation_seconds, restore_best,
-                                   selection_callbacks)
+from instructune.run_summary import summary_body
+from instructune.selection import check_selection, generation_seconds, restore_best, selection_callbacks
 from instructune.sharded import check_sharding, gathered_model, is_sharded
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.tracking import build_loggers, finish_wandb, log_scores, progress_bar, uses_wandb
@@ -219,26 +219,10 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     parts.evaluation.write_predictions(folder.predictions)
     if cfg.export:
         export(cfg, parts, model, folder)
-    result: dict[str, Any] = {
-        "data": {split: len(examples) for split, examples in parts.data.examples.items()},
-        "lengths": {"max_seq_length": parts.data.max_seq_length, "overlength": parts.data.overlength,
-                    **parts.data.length_report},
-        "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},
-        "lr": parts.optimizer.effective_lr,
-        "steps": fitted.trainer.global_step,
-        "fit_seconds": round(fitted.seconds, 2),
-        "throughput": fitted.throughput,
-        "kernels": parts.kernels,
-        "metrics": fitted.metrics,
-        "eval": {"base": base_scores, "tuned": tuned_scores},
-        "selection": {"split": cfg.eval.get("selection_split"), "tuned": chosen_on, "curve": curve(fitted.callbacks),
-                      "restored": fitted.restored},
-        "budgets": budget_scores(fitted.callbacks),
-        "samples": parts.evaluation.samples(cfg.eval.samples),
-        "model_dir": str(folder.model_dir) if cfg.export else None,
-    }
+    result = summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned_scores, chosen_on))
     print(format_run_table(result))
     return result
+
 
 
 @dataclass

@@ -31,14 +31,11 @@ tokenizer, which splits text at line breaks before merging).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from instructune.data.records import DataError
 from instructune.data.chat_format import BUILTIN_TEMPLATE, ChatFormat, resolve_template, tokenize_conversations
-
-log = logging.getLogger(__name__)
+from instructune.data.records import DataError, validate_rows
 
 FORMATS = ("instructions", "messages")
 ROLES = ("system", "user", "assistant")
@@ -82,20 +79,8 @@ def validate_conversations(rows: Sequence[Mapping[str, Any]], fields: MessageFie
         if col is not None and rows and col not in columns:
             raise DataError(f"{where}: data.source.messages.{name}={col!r} names a column the data does not have "
                             f"(columns: {', '.join(sorted(columns))})")
-    out: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    for i, row in enumerate(rows):
-        try:
-            out.append(_conversation(row, column, fields, role_map, f"{where}: record {i}"))
-        except DataError as e:
-            if not skip_invalid:
-                raise
-            skipped.append(str(e))
-    if skipped:
-        log.warning("%s: skipped %d invalid conversation(s); first: %s", where, len(skipped), skipped[0])
-    if rows and not out:
-        raise DataError(f"{where}: no valid conversation left after skipping {len(skipped)} invalid one(s)")
-    return out
+    return validate_rows(rows, lambda row, i: _conversation(row, column, fields, role_map, f"{where}: record {i}"),
+                         where, skip_invalid, kind="conversation")
 
 
 def _role_map(fields: MessageFields) -> dict[str, str]:

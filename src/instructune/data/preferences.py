@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from instructune.data.records import (_SPLIT_ALIASES, SPLITS, DataError, DatasetSource, Record, SplitFractions, Splits,
-                                      split_records)
+from instructune.data.records import DataError, DatasetSource, Record, SplitFractions, Splits
 
 log = logging.getLogger(__name__)
 
@@ -123,25 +122,9 @@ class PreferenceFileSource:
     preference_pairs: ClassVar[bool] = True  # records carry ``rejected`` (what stage=dpo checks for)
 
     def load(self) -> Splits:
-        raw = DatasetSource(self.path, subset=self.subset)._load_raw()
-        present = {_SPLIT_ALIASES[k]: v for k, v in raw.items() if k in _SPLIT_ALIASES}
-        if "train" not in present:
-            raise DataError(f"{self.path}: no 'train' split (found: {', '.join(raw) or 'none'})")
-        several = len(present) > 1
-        records = {name: preference_records(rows, self.fields, f"{self.path} [{name}]" if several else self.path)
-                   for name, rows in present.items()}
-        if self.max_records is not None:
-            records = {k: v[: self.max_records] for k, v in records.items()}
-        missing = [s for s in SPLITS if s not in records]
-        if missing:  # carve what the source lacks from its train split
-            share = {s: getattr(self.splits, s) if s in missing else 0.0 for s in ("validation", "test")}
-            carved = split_records(records["train"], SplitFractions(1.0 - sum(share.values()), **share), self.seed,
-                                   self.path)
-            records = {"train": carved["train"], **{s: records.get(s) or carved[s] for s in ("validation", "test")}}
-        if self.max_train_records is not None:
-            records["train"] = records["train"][: self.max_train_records]
-        log.info("%s: preference pairs %s", self.path, ", ".join(f"{k}={len(v)}" for k, v in records.items()))
-        return records
+        source = DatasetSource(self.path, splits=self.splits, seed=self.seed, subset=self.subset,
+                               max_records=self.max_records, max_train_records=self.max_train_records)
+        return source.load_with(lambda rows, where: preference_records(rows, self.fields, where), "preference pairs ")
 
 
 __all__ = ["PreferenceFields", "ResolvedFields", "detect_fields", "preference_records", "PreferenceFileSource"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -69,8 +69,6 @@ def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where:
 
     Invalid records raise ``DataError`` (or, with ``skip_invalid``, are dropped and counted in the log).
     """
-    out: list[Record] = []
-    skipped: list[str] = []
     columns = set().union(*(r.keys() for r in rows)) if len(rows) else set()
     for role in ("instruction", "input", "output", "task", "group"):
         column = getattr(fields, role)
@@ -79,17 +77,27 @@ def validate_records(rows: Sequence[Mapping[str, Any]], fields: FieldMap, where:
                 f"{where}: field mapping {role}={column!r} names a column the data does not have "
                 f"(columns: {', '.join(sorted(columns))})"
             )
+    return validate_rows(rows, lambda row, i: _validate_one(row, fields, where, i), where, skip_invalid)
+
+
+def validate_rows(rows: Sequence[Mapping[str, Any]], validate_one: Callable[[Mapping[str, Any], int], Any], where: str,
+                  skip_invalid: bool = False, kind: str = "record") -> list[Any]:
+    """``validate_one(row, index)`` over every row: its ``DataError`` stops the load, or with ``skip_invalid``
+    drops the row (counted in the log, the first reason shown); a load that keeps no row is an error.
+    Shared by instruction records and conversations."""
+    out: list[Any] = []
+    skipped: list[str] = []
     for i, row in enumerate(rows):
         try:
-            out.append(_validate_one(row, fields, where, i))
+            out.append(validate_one(row, i))
         except DataError as e:
             if not skip_invalid:
                 raise
             skipped.append(str(e))
     if skipped:
-        log.warning("%s: skipped %d invalid record(s); first: %s", where, len(skipped), skipped[0])
+        log.warning("%s: skipped %d invalid %s(s); first: %s", where, len(skipped), kind, skipped[0])
     if rows and not out:
-        raise DataError(f"{where}: no valid record left after skipping {len(skipped)} invalid one(s)")
+        raise DataError(f"{where}: no valid {kind} left after skipping {len(skipped)} invalid one(s)")
     return out
 
 
@@ -169,19 +177,25 @@ class DatasetSource:
     messages: MessageFields | None = None
 
     def load(self) -> Splits:
-        from instructune.data.conversations import MessageFields, check_format, validate_conversations
+        from instructune.data.conversations import (
+            MessageFields,
+            check_format,
+            validate_conversations,
+        )
 
-        chats = check_format(self.format) == "messages"
+        if check_format(self.format) == "messages":
+            return self.load_with(lambda rows, where: validate_conversations(
+                rows, self.messages or MessageFields(), where, self.skip_invalid))
+        return self.load_with(lambda rows, where: validate_records(rows, self.fields, where, self.skip_invalid))
+
+    def load_with(self, validate: Callable[[list[dict[str, Any]], str], list[Any]], kind: str = "") -> Splits:
+        """Read the source, validate each of its splits with ``validate(rows, where)``, then cut and split
+        as the class docstring says. Other record kinds (preference pairs) reuse it with their validator."""
         raw = self._load_raw()
         present = {(_SPLIT_ALIASES[k]): v for k, v in raw.items() if k in _SPLIT_ALIASES}
         if "train" not in present:
             raise DataError(f"{self.path}: no 'train' split (found: {', '.join(raw) or 'none'})")
-        validated = {
-            name: validate_conversations(rows, self.messages or MessageFields(), self._where(name, len(present)),
-                                         self.skip_invalid) if chats else
-            validate_records(rows, self.fields, self._where(name, len(present)), self.skip_invalid)
-            for name, rows in present.items()
-        }
+        validated = {name: validate(rows, self._where(name, len(present))) for name, rows in present.items()}
         if self.max_records is not None:
             validated = {k: v[: self.max_records] for k, v in validated.items()}
         if len(validated) == 1:
@@ -190,7 +204,7 @@ class DatasetSource:
             splits = self._fill_missing(validated)
         if self.max_train_records is not None:  # after the split: validation and test do not move with it
             splits["train"] = splits["train"][: self.max_train_records]
-        log.info("%s: %s", self.path, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+        log.info("%s: %s%s", self.path, kind, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
         return splits
 
     def _where(self, split: str, n_splits: int) -> str:
