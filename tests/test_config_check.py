@@ -32,6 +32,12 @@ CASES = {
     "data.source.max_items_per_task=0": "data.source.max_items_per_task=0: must be an integer >= 1",
     "checkpoint=steps checkpoint.every_n_train_steps=0": "checkpoint.every_n_train_steps=0: must be an integer >= 1",
     "trainer.devices=0": "trainer.devices=0: must be an integer >= 1, auto, or a list of device ids",
+    "data.mixture.by=tasks": "data.mixture.by='tasks': must be task or source (or null: no mixing)",
+    "data.mixture.cap=0": "data.mixture.cap=0: must be an integer >= 1 (or null: no cap)",
+    "data.mixture.temperature=0": "data.mixture.temperature=0: must be a number > 0 (inf: equal shares)",
+    "data.balance=source": "data.balance='source': must be task (or null)",
+    "data.overlap.threshold=0": "data.overlap.threshold=0: must be a number in (0, 1]",
+    "data.decontaminate=yes": "data.decontaminate='yes': must be true or false",
 }
 
 

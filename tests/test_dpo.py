@@ -415,3 +415,11 @@ def test_a_dpo_sweep_over_lora_and_full_and_its_report(sft_run, tmp_path):
     for job in summaries.values():  # one row per strategy, its tuned and base (the start's) exact match
         row = next(line for line in text.splitlines() if line.startswith(f"| `peft={job['config']['peft']}` |"))
         assert f"{100 * job['eval']['tuned']['all']:.1f}%" in row and f"{100 * job['eval']['base']['all']:.1f}%" in row
+    # the preference section: each strategy's margin and ranking at its start and after DPO (one seed: no interval)
+    assert "## Preference pairs (stage=dpo)" in text
+    section = text.split("## Preference pairs (stage=dpo)")[1].split("\n## ")[0]
+    for job in summaries.values():
+        before, after = job["dpo"]["before"], job["dpo"]["after"]
+        row = next(line for line in section.splitlines() if line.startswith(f"| `peft={job['config']['peft']}` |"))
+        assert row.startswith(f"| `peft={job['config']['peft']}` | 1 | {before['logp_margin']:.3f} | "
+                              f"{after['logp_margin']:.3f} | {before['logp_accuracy']:.3f} | {after['logp_accuracy']:.3f} |")

@@ -181,3 +181,29 @@ def test_seen_and_held_out_items_need_a_seen_flag_except_items_without_a_task():
     unflagged = [{k: v for k, v in line.items() if k != "seen"} for line in flagged]
     assert seed_scores({"1": unflagged}, "eval.tuned.seen") is None  # the report falls back to †
     assert seed_scores({"1": flagged}, "eval.base.all") is None  # no base answers
+
+
+def test_the_report_shows_each_configurations_realised_mix_and_its_overlap(tmp_path):
+    def mixed(seed_drawn):
+        return {"by": "source", "weights": {"world": 1, "book": 3}, "cap": None, "temperature": 1.0,
+                "epoch_size": 100, "groups": {"book": {"records": 20, "rate": 0.75, "per_epoch": 75,
+                                                       "drawn": seed_drawn[0]},
+                                              "world": {"records": 80, "rate": 0.25, "per_epoch": 25,
+                                                        "drawn": seed_drawn[1]}}}
+
+    overlap = {"validation": {"records": 10, "exact": 1, "same_prompt": 2, "near": 1, "contaminated": 3},
+               "test": {"records": 20, "exact": 0, "same_prompt": 0, "near": 0, "contaminated": 0},
+               "decontaminated": 0}
+    for i, (seed, drawn) in enumerate([(1, (70, 30)), (2, (80, 20))]):
+        _job(tmp_path, i, ["data=mixture", f"seed={seed}"], {**_ok(0.5, 1.0), "mixture": mixed(drawn), "overlap": overlap})
+    tasks = {"by": None, "groups": {f"t{k:02d}": {"records": 10, "drawn": 10 + k} for k in range(20)}}
+    _job(tmp_path, 2, ["data=world", "seed=1"], {**_ok(0.5, 1.0), "mixture": tasks,
+                                                 "overlap": {**overlap, "decontaminated": 4}})
+    report = write_report(tmp_path).read_text()
+    # mean draws over the two seeds: book 75, world 25 of 100
+    assert "`data=mixture`: mixed by source, weights {'world': 1, 'book': 3}; 100 training examples drawn" in report
+    assert "| `book` | 20 | 75.0% | 75 | 75.0% |" in report and "| `world` | 80 | 25.0% | 25 | 25.0% |" in report
+    # 20 groups: one line; draws 10..29 of 390: min 10/390, median (19 + 20) / 2 / 390, max 29/390
+    assert ("Share of draws per group: min 2.6% (`t00`), median 5.0%, max 7.4% (`t19`).") in report
+    assert "| `data=mixture` | 3 / 10 (1 / 2 / 1) | 0 / 20 (0 / 0 / 0) | 0 |" in report
+    assert "| `data=world` | 3 / 10 (1 / 2 / 1) | 0 / 20 (0 / 0 / 0) | 4 |" in report

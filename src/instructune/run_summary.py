@@ -21,6 +21,9 @@ def summary_body(cfg: DictConfig, parts: Parts, fitted: Fitted, folder: RunFolde
     (trainable, total), (base_scores, tuned_scores, chosen_on) = params, scores
     return {
         "data": {split: len(examples) for split, examples in parts.data.examples.items()},
+        # the realised training mix per task or source, and the train/eval overlap audit (data/mixture.py, overlap.py)
+        "mixture": parts.data.mixture_report() if hasattr(parts.data, "mixture_report") else None,
+        "overlap": getattr(parts.data, "overlap_report", None),
         "lengths": {"max_seq_length": parts.data.max_seq_length, "overlength": parts.data.overlength,
                     **parts.data.length_report},
         "params": {"trainable": trainable, "total": total, "trainable_fraction": trainable / total},

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.run_folder import read_job_config
+from instructune.sweep_data import mixture_section, overlap_section, preference_section
 from instructune.sweep_items import JudgeScore, Predictions, RowScore, judge_scores, row_score
 from instructune.sweep_plots import cost_figure, exact_match_figure, save_figure, val_loss_figure
 from instructune.sweep_rows import Job, Row, collect, common_overrides, mean_ci, predictions_by_seed
@@ -152,7 +153,8 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
         text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
     text += [markdown_table(rows, scores, judges), *interval_notes([r.label for r in rows], scores["eval.tuned.all"]),
              *judge_notes(rows, judges),
-             *wilson_section(rows), *paired_section(rows, predictions)]
+             *wilson_section(rows), *paired_section(rows, predictions), *preference_section(rows),
+             *mixture_section(rows), *overlap_section(rows)]
     if notes:
         text += ["No validation-loss curve for:", "", *[f"- {', '.join(f'`{label}`' for label in labels)}: {reason}."
                                                        for reason, labels in notes.items()], ""]

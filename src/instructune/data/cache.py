@@ -24,7 +24,7 @@ from instructune.data.tokenize import TokenizedExample, TokenizeStats, tokenize_
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: the overlength policy is part of the key
+CACHE_FORMAT = 3  # 2: the overlength policy is part of the key; 3: the stats keep the kept records' indices
 
 
 def default_cache_dir() -> Path:

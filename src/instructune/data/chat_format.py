@@ -155,6 +155,7 @@ def tokenize_conversations(conversations: Sequence[Sequence[Mapping[str, str]]],
     ids = iter(chat.tokenizer(texts, add_special_tokens=False)["input_ids"])
     wholes = chat.tokenizer(["".join(t for t, _ in pieces) for pieces in split], add_special_tokens=False)["input_ids"]
     examples: list[TokenizedExample] = []
+    kept: list[int] = []
     dropped = truncated = dropped_overlength = seams = 0
     for i, (pieces, whole) in enumerate(zip(split, wholes, strict=True)):
         tokens: list[int] = []
@@ -176,8 +177,9 @@ def tokenize_conversations(conversations: Sequence[Sequence[Mapping[str, str]]],
                 continue
             truncated += 1
         examples.append(TokenizedExample(tokens, mask.index(1), assistant_mask=mask))
+        kept.append(i)
     if seams:
         log.warning("%s: %d of %d conversation(s) tokenise differently at a turn boundary than as one text; their "
                     "turns were tokenised apart, so each assistant turn's labels start exactly after its prompt",
                     where, seams, len(split))
-    return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength)
+    return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength, tuple(kept))

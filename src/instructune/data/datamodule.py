@@ -15,6 +15,8 @@ from instructune.data.cache import TokenCache
 from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2SeqCollator, loss_token_count,
                                       prompt_loss_weight)
 from instructune.data.conversations import ChatFormat, check_format, tokenize_conversations
+from instructune.data.mixture import EpochMix, GroupTally, MixtureSource, MixtureSpec, make_mixture, record_groups
+from instructune.data.overlap import OverlapAudit, OverlapSpec, audit_overlap, decontaminate, overlap_summary
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
@@ -43,6 +45,11 @@ class InstructionDataModule(L.LightningDataModule):
     "prompt" that ``masking`` / ``prompt_weight`` govern. Evaluation prompts are the turns before the last
     answer plus the generation prompt, and generation stops at the end-of-turn marker (``stop``). Seq2seq:
     the history feeds the encoder and the last assistant turn is the decoder's target (loss on it alone).
+
+    ``mixture`` / ``balance`` (``data/mixture.py``) decide how each training epoch draws from the tasks or
+    sources (``mix_with``: more sources, mixed with ``source``, which the mixture calls ``source_name``);
+    every run audits train ↔ evaluation overlap (``data/overlap.py``, ``overlap`` its settings) and
+    ``decontaminate`` drops the training records involved. Both land in summary.json.
     """
 
     def __init__(
@@ -68,9 +75,15 @@ class InstructionDataModule(L.LightningDataModule):
         prompt_weight: float | None = None,
         format: str = "instructions",  # data.format: instructions | messages
         chat_template: str | None = None,
+        mixture: MixtureSpec | dict[str, Any] | None = None,
+        balance: str | None = None,
+        overlap: OverlapSpec | dict[str, Any] | None = None,
+        decontaminate: bool = False,
+        mix_with: dict[str, RecordSource] | None = None,
+        source_name: str = "main",
     ) -> None:
         super().__init__()
-        self.source = source
+        self.source = MixtureSource({source_name: source, **mix_with}) if mix_with else source
         self.seed = seed
         self.tokenizer = tokenizer
         self.prompt_style = _as_style(prompt)
@@ -109,6 +122,12 @@ class InstructionDataModule(L.LightningDataModule):
         )
         self.train_collate = (PackedCausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight,
                                                    max_seq_length) if packing else self.collate)
+        self.mixture = make_mixture(mixture, balance)
+        self.overlap_spec = overlap if isinstance(overlap, OverlapSpec) else OverlapSpec(**dict(overlap or {}))
+        self.decontaminate = decontaminate
+        self.overlap_report: dict[str, Any] | None = None
+        self.mix: EpochMix | None = None
+        self.tally: GroupTally | None = None
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
@@ -144,6 +163,7 @@ class InstructionDataModule(L.LightningDataModule):
             self.records = self.source.load()
         if self.chat is not None:
             self._check_conversations()
+        self._audit_overlap()
         for split, records in self.records.items():
             try:
                 if self.chat is not None and self.architecture == "causal":  # loss on every assistant turn
@@ -175,8 +195,35 @@ class InstructionDataModule(L.LightningDataModule):
                 raise DataError(f"{split} split: every one of {len(records)} record(s) was dropped by "
                                 f"max_seq_length={self.max_seq_length}; raise data.max_seq_length")
             self.examples[split] = examples
+            if split == "train":
+                self._plan_mixture([records[i] for i in stats.kept_indices or range(len(examples))])
         if stage in (None, "fit") and not self.examples.get("train"):
             raise DataError(f"{self.source_name}: the train split is empty after loading and filtering; nothing to train on")
+
+    def _audit_overlap(self) -> None:
+        audit: OverlapAudit = audit_overlap(self.records, self.overlap_spec)
+        self.overlap_report = {**audit.report, "decontaminated": 0}
+        log.info(overlap_summary(audit.report))
+        if self.decontaminate and audit.train_indices:
+            self.records["train"] = decontaminate(self.records["train"], audit.train_indices)
+            self.overlap_report["decontaminated"] = len(audit.train_indices)
+            log.info("data.decontaminate: dropped %d training record(s) that overlap validation or test",
+                     len(audit.train_indices))
+
+    def _plan_mixture(self, train: list[Record]) -> None:
+        """The epoch mix of the tokenised training examples (``train``: their records, in order)."""
+        if self.mixture.active:
+            groups = record_groups(train, self.mixture.by, self.source_name)
+            self.mix = EpochMix(groups, self.mixture, self.seed)
+            self.tally = self.mix.tally
+            log.info("mixture by %s: %d group(s), %d examples per epoch (%s)", self.mixture.by, len(self.mix.sizes),
+                     self.mix.epoch_size, ", ".join(f"{g} {c}" for g, c in list(self.mix.counts.items())[:8]))
+        elif any(r.get("task") for r in train):
+            self.tally = GroupTally([r.get("task") or "(none)" for r in train])
+
+    def mixture_report(self) -> dict[str, Any] | None:
+        """summary.json ``mixture``: per group (task or source) its records, rate, per-epoch count and draws."""
+        return self.mix.report() if self.mix is not None else self.tally.report() if self.tally is not None else None
 
     def _check_conversations(self) -> None:
         if any("messages" not in r for records in self.records.values() for r in records):
@@ -210,7 +257,8 @@ class InstructionDataModule(L.LightningDataModule):
             loss_tokens=[loss_token_count(e, self.masking, self.architecture, self.prompt_weight) for e in examples],
             batch_size=self.batch_size, seed=self.seed, group_by_length=self.group_by_length,
             accumulate=self.accumulate_grad_batches, pack_width=self.max_seq_length if self.packing else None,
-            drop_last=self.drop_last)
+            drop_last=self.drop_last, epoch_examples=self.mix.indices if self.mix is not None else None,
+            tally=self.tally)
         return DataLoader(ExampleDataset(examples), batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:

@@ -16,7 +16,7 @@ Why not ``RandomSampler`` + ``DistributedSampler`` + HF's ``LengthGroupedSampler
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -103,25 +103,42 @@ class TrainBatchSampler(Sampler[MicroBatch]):
     shuffled, so batches hold similar lengths (little padding) but epochs still differ.
     ``drop_last`` drops the epoch's last global batch when it is partial (one odd batch shape per epoch
     costs a GPU a new kernel plan or a recompile), unless it is the only batch.
+
+    ``epoch_examples`` (a training mixture, ``data/mixture.py``): the example indices of each epoch, repeats
+    allowed, in place of every example once. ``tally`` is called with each yielded micro-batch's indices.
     """
 
     def __init__(self, lengths: Sequence[int], loss_tokens: Sequence[int], batch_size: int, seed: int = 0,
                  group_by_length: bool = False, accumulate: int = 1, pack_width: int | None = None,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, epoch_examples: Callable[[int], list[int]] | None = None,
+                 tally: Callable[[Sequence[int]], None] | None = None) -> None:
         if len(lengths) != len(loss_tokens):
             raise ValueError("lengths and loss_tokens must have one entry per example")
         self.lengths, self.loss_tokens = list(lengths), list(loss_tokens)
         self.batch_size, self.seed, self.accumulate = batch_size, seed, max(int(accumulate), 1)
         self.group_by_length, self.drop_last = group_by_length, drop_last
-        self.packed = bool(pack_width)
-        self.units = pack_rows(self.lengths, pack_width) if pack_width else [[i] for i in range(len(lengths))]
+        self.packed, self.pack_width = bool(pack_width), pack_width
+        self.epoch_examples, self.tally = epoch_examples, tally
         self.epoch = 0
+        self.units = self._units()
         # Lightning calls set_epoch on dataloader.sampler and dataloader.batch_sampler.sampler only, never
         # on a batch sampler itself: without this hook every epoch of a fit would repeat epoch 0's order
         self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch and self.epoch_examples is not None:
+            self.epoch = epoch
+            self.units = self._units()
         self.epoch = epoch
+
+    def _units(self) -> list[list[int]]:
+        """What fills each row this epoch: one example, or several packed together."""
+        examples = self.epoch_examples(self.epoch) if self.epoch_examples is not None else range(len(self.lengths))
+        examples = list(examples)
+        if not self.pack_width:
+            return [[i] for i in examples]
+        rows = pack_rows([self.lengths[i] for i in examples], self.pack_width)
+        return [[examples[k] for k in row] for row in rows]
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -159,6 +176,8 @@ class TrainBatchSampler(Sampler[MicroBatch]):
                 mine = MicroBatch(i for unit in units for i in unit)
                 mine.window_tokens = tokens
                 mine.row_sizes = [len(unit) for unit in units] if self.packed else None
+                if self.tally is not None:
+                    self.tally(mine)
                 yield mine
 
     def __len__(self) -> int:

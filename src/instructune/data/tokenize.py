@@ -49,6 +49,11 @@ class TokenizeStats:
     dropped_empty_response: int
     truncated: int
     dropped_overlength: int = 0
+    kept_indices: tuple[int, ...] | None = None  # which input records the examples are (a mixture's groups)
+
+    def __post_init__(self) -> None:  # read back from the token cache's JSON as a list
+        if self.kept_indices is not None:
+            object.__setattr__(self, "kept_indices", tuple(self.kept_indices))
 
 
 def tokenize_pairs(
@@ -74,6 +79,7 @@ def tokenize_pairs(
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     examples: list[TokenizedExample] = []
+    kept: list[int] = []
     dropped = truncated = dropped_overlength = 0
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         target = list(r) + [eos]
@@ -90,6 +96,7 @@ def tokenize_pairs(
             if len(target) > max_seq_length:
                 target = target[:max_seq_length]
             examples.append(TokenizedExample(list(p), len(p), target))
+            kept.append(i)
             continue
         full = list(p) + target
         if len(p) >= max_seq_length:
@@ -99,7 +106,8 @@ def tokenize_pairs(
             full = full[:max_seq_length]
             truncated += 1
         examples.append(TokenizedExample(full, len(p)))
-    return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength)
+        kept.append(i)
+    return examples, TokenizeStats(len(examples), dropped, truncated, dropped_overlength, tuple(kept))
 
 
 def token_lengths(examples: Sequence[TokenizedExample]) -> dict[str, float]:
