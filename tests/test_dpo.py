@@ -381,6 +381,8 @@ def test_dpo_settings_are_checked_before_anything_loads(tmp_path, capsys, sft_ru
         (["stage=dpo", f"init_from={sft_run}", "dpo.beta=0"], "error: dpo.beta=0.0: must be > 0"),
         (["stage=dpo", f"init_from={sft_run}", "dpo.sft_weight=-1"], "error: dpo.sft_weight=-1.0: must be >= 0"),
         (["stage=dpo", f"init_from={sft_run}", "data.packing=true"], "error: data.packing=true with stage=dpo"),
+        (["stage=dpo", f"init_from={sft_run}", "data.balance=task"],
+         "error: data.mixture / data.balance / data.mix_with with stage=dpo"),
     ]
     for overrides, expected in cases:
         proc = train_in_process(*overrides, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", capsys=capsys)
@@ -408,6 +410,8 @@ def test_a_dpo_sweep_over_lora_and_full_and_its_report(sft_run, tmp_path):
     summaries = {p.name: json.loads((p / "summary.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
     assert {s["config"]["peft"] for s in summaries.values()} == {"lora", "full"}
     assert {s["status"] for s in summaries.values()} == {"ok"}
+    for s in summaries.values():  # the pairs get the train/eval overlap audit too (the world's: none)
+        assert (s["overlap"]["test"]["contaminated"], s["overlap"]["decontaminated"]) == (0, 0)
     report = subprocess.run([sys.executable, "-m", "instructune.cli", "report", str(sweep)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
@@ -421,5 +425,9 @@ def test_a_dpo_sweep_over_lora_and_full_and_its_report(sft_run, tmp_path):
     for job in summaries.values():
         before, after = job["dpo"]["before"], job["dpo"]["after"]
         row = next(line for line in section.splitlines() if line.startswith(f"| `peft={job['config']['peft']}` |"))
-        assert row.startswith(f"| `peft={job['config']['peft']}` | 1 | {before['logp_margin']:.3f} | "
-                              f"{after['logp_margin']:.3f} | {before['logp_accuracy']:.3f} | {after['logp_accuracy']:.3f} |")
+        values = [c.strip() for c in row.split("|")[1:-1]]
+        assert values[1] == "1" and values[2].endswith(")") and " pp (" in values[2]  # EM, DPO − start
+        assert values[3:7] == [f"{before['logp_margin']:.3f}", f"{after['logp_margin']:.3f}",
+                               f"{before['logp_accuracy']:.3f}", f"{after['logp_accuracy']:.3f}"]
+        gain = 100 * (job["eval"]["tuned"]["all"] - job["eval"]["base"]["all"])
+        assert values[2].startswith(f"{gain:+.1f} pp")

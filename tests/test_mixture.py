@@ -51,21 +51,28 @@ def test_epoch_counts_round_by_largest_remainder_to_the_epoch_size():
     assert epoch_counts({"x": 1 / 3, "y": 1 / 3, "z": 1 / 3}, 10) == {"x": 4, "y": 3, "z": 3}
 
 
-def test_each_epoch_draws_its_counts_fresh_subsets_below_size_and_whole_passes_above():
+def test_each_epoch_draws_its_counts_and_every_record_gets_its_turn():
     groups = ["a"] * 300 + ["b"] * 60 + ["c"] * 12
     mix = EpochMix(groups, MixtureSpec(by="task", cap=100, temperature=2.0), seed=3)
     assert mix.epoch_size == 172 and mix.counts == {"a": 81, "b": 63, "c": 28}
     epochs = [mix.indices(e) for e in range(3)]
     for chosen in epochs:
         assert Counter(groups[i] for i in chosen) == Counter(mix.counts)
-        a = [i for i in chosen if groups[i] == "a"]
-        assert len(set(a)) == 81  # 81 of 300: without replacement
-        per_c = Counter(i for i in chosen if groups[i] == "c")  # 28 of 12: two whole passes and 4 more
-        assert sorted(per_c.values()) == [2] * 8 + [3] * 4
-        b = Counter(i for i in chosen if groups[i] == "b")  # 63 of 60: one pass and 3 more
-        assert sorted(b.values()) == [1] * 57 + [2] * 3
-    assert epochs[0] != epochs[1]  # a fresh subset each epoch ...
+    first = epochs[0]
+    assert len({i for i in first if groups[i] == "a"}) == 81  # 81 of 300: without replacement
+    c = Counter(i for i in first if groups[i] == "c")  # 28 of 12: two whole passes and 4 more
+    assert sorted(c.values()) == [2] * 8 + [3] * 4
+    b = Counter(i for i in first if groups[i] == "b")  # 63 of 60: one pass and 3 more
+    assert sorted(b.values()) == [1] * 57 + [2] * 3
+    # three epochs: a 243 of 300 drawn once each (none twice before all had a turn), b 189 = 3 x 60 + 9,
+    # c 84 = 7 x 12: every record of a group equally often, give or take one
+    total = Counter(i for chosen in epochs for i in chosen)
+    assert sorted(Counter(total[i] for i in range(300)).items()) == [(0, 57), (1, 243)]
+    assert sorted(Counter(total[i] for i in range(300, 360)).items()) == [(3, 51), (4, 9)]
+    assert {total[i] for i in range(360, 372)} == {7}
+    assert epochs[0] != epochs[1]
     assert EpochMix(groups, MixtureSpec(by="task", cap=100, temperature=2.0), seed=3).indices(1) == epochs[1]  # seeded
+    assert EpochMix(groups, MixtureSpec(by="task", cap=100, temperature=2.0), seed=4).indices(1) != epochs[1]
 
 
 def test_realised_proportions_match_the_configured_ones_within_sampling_error(word_tokenizer):
@@ -89,6 +96,28 @@ def test_realised_proportions_match_the_configured_ones_within_sampling_error(wo
     # the tally counts what the sampler handed out: 3 epochs of 172
     assert data.mixture_report()["groups"]["c"] == {"records": 12, "rate": round(rates["c"], 6), "per_epoch": 28,
                                                     "drawn": 84}
+
+
+def test_under_ddp_every_rank_counts_the_global_batch(word_tokenizer, monkeypatch):
+    """Rank 0 writes summary.json, so its tally must hold every rank's draws: the global batches (here 2 ranks
+    x 8 rows; the epoch's 172 examples wrap around to 176 so both ranks run 11 steps)."""
+    from instructune.data.sampler import TrainBatchSampler
+
+    data = _data(word_tokenizer, {"by": "task", "cap": 100, "temperature": 2.0})
+    data.setup("fit")
+    monkeypatch.setattr(TrainBatchSampler, "_world", staticmethod(lambda: (2, 0)))
+    mine = [i for b in data.train_dataloader().batch_sampler for i in b]
+    assert len(mine) == 88 and sum(data.tally.drawn.values()) == 176
+
+
+def test_groups_follow_the_records_that_survive_tokenisation(word_tokenizer):
+    records = _records({"a": 6, "b": 4}) + [
+        {"instruction": " ".join(["say paris"] * 20), "input": "", "output": "paris", "task": "b"}] * 3
+    data = InstructionDataModule(InlineSource({"train": records, "validation": records[:1]}, fields=FieldMap(task="task")),
+                                 word_tokenizer, {"style": "custom", "template": "{instruction} :"}, max_seq_length=16,
+                                 overlength="drop", mixture={"by": "task"})
+    data.setup("fit")
+    assert len(data.examples["train"]) == 10 and data.mix.sizes == {"a": 6, "b": 4}  # the 3 long ones dropped
 
 
 def test_balance_task_gives_every_task_the_same_share(word_tokenizer):
@@ -117,9 +146,17 @@ def test_bad_mixture_settings_are_one_line_errors(word_tokenizer):
         make_mixture({"by": "task", "weights": {"a": 1}, "cap": 5}, None)
     with pytest.raises(DataError, match="balance=task and data.mixture.by both set"):
         make_mixture({"by": "source"}, "task")
+    with pytest.raises(DataError, match="data.mixture.weights is set but data.mixture.by is null"):
+        make_mixture({"weights": {"a": 1}}, None)
+    with pytest.raises(DataError, match="data.mixture: got an unexpected keyword argument 'temprature'"):
+        make_mixture({"by": "task", "temprature": 2}, None)
+
     data = _data(word_tokenizer, {"by": "task", "weights": {"a": 1, "b": 2}})
     with pytest.raises(DataError, match="no weight for group.s. c"):
         data.setup("fit")
+    typo = _data(word_tokenizer, {"by": "task", "weights": {"a": 1, "b": 1, "c": 1, "cc": 2}})
+    with pytest.raises(DataError, match="a weight for cc, which no training record has"):
+        typo.setup("fit")
     untasked = InstructionDataModule(InlineSource({"train": _records(), "validation": _records()[:1]}), word_tokenizer,
                                      "alpaca", mixture={"by": "task"})
     with pytest.raises(DataError, match=r"372 of 372 training record\(s\) have no task; map a column"):
@@ -152,7 +189,10 @@ def test_train_py_mixes_two_files_by_weight_and_reports_the_realised_mix(tmp_pat
     # 102 + 25 training records (85% of each file); epoch = 127 records, a quarter from main
     assert mix["groups"]["main"]["records"] == 102 and mix["groups"]["extra"]["records"] == 25
     assert (mix["groups"]["main"]["per_epoch"], mix["groups"]["extra"]["per_epoch"]) == (32, 95)
-    assert mix["groups"]["main"]["drawn"] + mix["groups"]["extra"]["drawn"] == 60  # 6 steps of 10
+    drawn = mix["groups"]["main"]["drawn"]
+    assert drawn + mix["groups"]["extra"]["drawn"] == 60  # 6 steps of 10
+    # the first 60 of an epoch's shuffled 127: main expects 60 x 32 / 127, hypergeometric sd 2.45
+    assert abs(drawn - 60 * 32 / 127) <= 4 * math.sqrt(60 * (32 / 127) * (95 / 127) * (127 - 60) / 126)
     # 6 + 1 test records, each "Say <word> number <i>." with an i training never saw: no overlap
     assert summary["overlap"]["test"] == {"records": 7, "exact": 0, "same_prompt": 0, "near": 0, "contaminated": 0,
-                                          "fraction": 0.0}
+                                          "fraction": 0.0, "in_validation": 0}

@@ -42,18 +42,24 @@ def test_normalisation_ignores_case_spacing_and_sentence_punctuation_but_keeps_o
 def test_the_audit_finds_exact_same_prompt_and_near_duplicates_and_nothing_else():
     audit = audit_overlap(_splits())
     # the counts overlap: an exact duplicate has the same prompt too, and test 1 asks train 2's "Retell this."
-    # LONG has 33 words (31 3-grams); changing one word replaces 3 of them: Jaccard 28 / 34
+    # "retell this ¶ ¶" + LONG's 31 words: 33 3-grams, changing one word replaces 3 of them: Jaccard 30 / 36
     assert audit.report["test"] == {"records": 3, "exact": 1, "same_prompt": 2, "near": 1, "contaminated": 2,
-                                    "fraction": round(2 / 3, 4)}
+                                    "fraction": round(2 / 3, 4), "in_validation": 0}
     assert audit.report["validation"] == {"records": 2, "exact": 0, "same_prompt": 1, "near": 0, "contaminated": 1,
                                           "fraction": 0.5}
     assert audit.train_indices == {0, 1, 2} and audit.report["train_records_involved"] == 3
     near = next(e for e in audit.report["examples"] if e["train_index"] == 2)
-    assert near["jaccard"] == round(28 / 34, 3) and near["split"] == "test" and near["index"] == 1
+    assert near["jaccard"] == round(30 / 36, 3) and near["split"] == "test" and near["index"] == 1
     # one word changed in a short text is no near duplicate at threshold 0.8, a looser threshold finds it
     short = {"train": [_rec("Retell this.", "a b c d e f")], "test": [_rec("Retell this.", "a b c d e g")]}
     assert audit_overlap(short).report["test"]["near"] == 0
-    assert audit_overlap(short, OverlapSpec(threshold=0.6)).report["test"]["near"] == 1  # Jaccard 5 / 7
+    assert audit_overlap(short, OverlapSpec(threshold=0.6)).report["test"]["near"] == 1  # Jaccard 7 / 9
+    # fields stay apart: ("a b", "") is not ("a", "b"); records without a word match nothing; test in validation
+    edge = {"train": [_rec("a b", "x"), _rec("?", "!")], "validation": [_rec("Name a fruit.", "apple")],
+            "test": [_rec("a", "x", "b"), _rec("...", "?"), _rec("name a fruit", "apple")]}
+    report = audit_overlap(edge).report["test"]
+    assert (report["exact"], report["same_prompt"], report["in_validation"]) == (0, 0, 1)
+    assert audit_overlap(edge, OverlapSpec(enabled=False)).report == {"method": None}
 
 
 def test_decontaminate_drops_the_involved_training_records_and_leaves_no_overlap(word_tokenizer):
@@ -77,13 +83,13 @@ def test_the_book_data_shares_prompts_between_its_splits():
     splits = DatasetSource(str(SHARED_DATA), seed=42).load()  # data=instruction_data at the default seed
     report = audit_overlap(splits).report
     assert {k: len(v) for k, v in splits.items()} == {"train": 935, "validation": 110, "test": 55}
-    assert report["validation"] == {"records": 110, "exact": 0, "same_prompt": 6, "near": 1, "contaminated": 6,
+    assert report["validation"] == {"records": 110, "exact": 0, "same_prompt": 6, "near": 2, "contaminated": 6,
                                     "fraction": 0.0545}
-    assert report["test"] == {"records": 55, "exact": 0, "same_prompt": 1, "near": 0, "contaminated": 1,
-                              "fraction": 0.0182}
+    assert report["test"] == {"records": 55, "exact": 0, "same_prompt": 1, "near": 1, "contaminated": 1,
+                              "fraction": 0.0182, "in_validation": 2}
     assert report["train_records_involved"] == 8
     first = report["examples"][0]  # "Suggest a more formal synonym for happy": joyful in validation, content in train
-    assert (first["split"], first["jaccard"]) == ("validation", 0.8) and "synonym for happy" in first["train_text"]
+    assert (first["split"], first["jaccard"]) == ("validation", 0.833) and "synonym for happy" in first["train_text"]
 
 
 def test_the_embedded_world_has_no_overlap_between_training_and_evaluation():

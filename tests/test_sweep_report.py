@@ -191,7 +191,8 @@ def test_the_report_shows_each_configurations_realised_mix_and_its_overlap(tmp_p
                                               "world": {"records": 80, "rate": 0.25, "per_epoch": 25,
                                                         "drawn": seed_drawn[1]}}}
 
-    overlap = {"validation": {"records": 10, "exact": 1, "same_prompt": 2, "near": 1, "contaminated": 3},
+    overlap = {"method": {"ngram": 3, "threshold": 0.8},
+               "validation": {"records": 10, "exact": 1, "same_prompt": 2, "near": 1, "contaminated": 3},
                "test": {"records": 20, "exact": 0, "same_prompt": 0, "near": 0, "contaminated": 0},
                "decontaminated": 0}
     for i, (seed, drawn) in enumerate([(1, (70, 30)), (2, (80, 20))]):
@@ -199,6 +200,10 @@ def test_the_report_shows_each_configurations_realised_mix_and_its_overlap(tmp_p
     tasks = {"by": None, "groups": {f"t{k:02d}": {"records": 10, "drawn": 10 + k} for k in range(20)}}
     _job(tmp_path, 2, ["data=world", "seed=1"], {**_ok(0.5, 1.0), "mixture": tasks,
                                                  "overlap": {**overlap, "decontaminated": 4}})
+    # a file source splits by seed: its overlap differs between jobs, shown as a range
+    for i, (seed, hits, dropped) in enumerate([(1, 2, 3), (2, 5, 6)], start=3):
+        other = {**overlap, "validation": {**overlap["validation"], "contaminated": hits}, "decontaminated": dropped}
+        _job(tmp_path, i, ["data=json", f"seed={seed}"], {**_ok(0.5, 1.0), "overlap": other})
     report = write_report(tmp_path).read_text()
     # mean draws over the two seeds: book 75, world 25 of 100
     assert "`data=mixture`: mixed by source, weights {'world': 1, 'book': 3}; 100 training examples drawn" in report
@@ -207,3 +212,4 @@ def test_the_report_shows_each_configurations_realised_mix_and_its_overlap(tmp_p
     assert ("Share of draws per group: min 2.6% (`t00`), median 5.0%, max 7.4% (`t19`).") in report
     assert "| `data=mixture` | 3 / 10 (1 / 2 / 1) | 0 / 20 (0 / 0 / 0) | 0 |" in report
     assert "| `data=world` | 3 / 10 (1 / 2 / 1) | 0 / 20 (0 / 0 / 0) | 4 |" in report
+    assert "| `data=json` | 2–5 / 10 over 2 jobs | 0 / 20 (0 / 0 / 0) | 3–6 |" in report

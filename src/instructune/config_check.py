@@ -101,6 +101,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.mixture.temperature", _number(0, low_open=True), "a number > 0 (inf: equal shares)"),
     Rule("data.mixture.epoch_size", _int(1), "an integer >= 1 (or null: the default epoch)", nullable=True),
     Rule("data.balance", _choice("task"), "task (or null)", nullable=True),
+    Rule("data.overlap.enabled", _bool, "true or false"),
     Rule("data.overlap.ngram", _int(1), "an integer >= 1"),
     Rule("data.overlap.threshold", _number(0, 1, low_open=True), "a number in (0, 1]"),
     Rule("data.overlap.num_perm", _int(16), "an integer >= 16"),

@@ -68,6 +68,10 @@ def check_dpo_config(cfg: DictConfig) -> None:
                           float(cfg.dpo.sft_weight))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    mixture = cfg.data.get("mixture")
+    if (mixture is not None and mixture.get("by")) or cfg.data.get("balance") or cfg.data.get("mix_with"):
+        raise ConfigError("data.mixture / data.balance / data.mix_with with stage=dpo: preference pairs are drawn "
+                          "from one source, each once per epoch; drop them (data=world or data=json)")
     if cfg.data.get("packing"):
         raise ConfigError("data.packing=true with stage=dpo: preference pairs are scored one sequence a row; "
                           "set data.packing=false")
@@ -114,7 +118,8 @@ def build_dpo_parts(cfg: DictConfig) -> tuple[Parts, Start]:
     source = preference_source(build(OmegaConf.to_container(cfg.data.source, resolve=True), "data.source"), fields)
     data = PreferenceDataModule(source, start.tokenizer, start.prompt_style, max_seq_length, cfg.data.batch_size,
                                 cfg.data.get("eval_batch_size"), cfg.data.num_workers, shapes.pad_to_multiple_of,
-                                cfg.seed, cfg.data.overlength, shapes.drop_last)
+                                cfg.seed, cfg.data.overlength, shapes.drop_last, cfg.data.get("overlap"),
+                                bool(cfg.data.get("decontaminate", False)))
     data.setup("fit")
 
     def evaluation(split: str, max_examples: int | None) -> SplitEvaluation:

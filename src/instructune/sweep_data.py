@@ -7,6 +7,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from instructune.bootstrap import paired_difference
+from instructune.sweep_items import Predictions, seed_scores
 from instructune.sweep_rows import Row, mean_ci
 from instructune.sweep_sections import cells, head
 
@@ -56,15 +58,21 @@ def overlap_section(rows: list[Row]) -> list[str]:
     """Per configuration: evaluation records whose text (or prompt, or a near duplicate) training holds."""
     table: list[str] = []
     for row in rows:
-        first, _ = _first(row, "overlap")
-        if first is None:
+        first, blocks = _first(row, "overlap")
+        if first is None or first.get("method") is None:
             continue
         parts = []
         for split in ("validation", "test"):
-            s = first.get(split)
-            parts.append(f"{s['contaminated']} / {s['records']} ({s['exact']} / {s['same_prompt']} / {s['near']})"
-                         if s else "-")
-        table.append(cells([f"`{row.label}`", *parts, str(first.get("decontaminated", 0))]))
+            found = {(s["contaminated"], s["records"], s["exact"], s["same_prompt"], s["near"])
+                     for b in blocks if (s := b.get(split))}
+            if len(found) == 1:  # the same split in every job
+                c, n, e, p, near = found.pop()
+                parts.append(f"{c} / {n} ({e} / {p} / {near})")
+            else:  # the split follows the seed (a file source): the range over the jobs
+                parts.append(f"{min(f[0] for f in found)}–{max(f[0] for f in found)} / {first[split]['records']} "
+                             f"over {len(blocks)} jobs" if found else "-")
+        dropped = sorted({int(b.get("decontaminated", 0)) for b in blocks})
+        table.append(cells([f"`{row.label}`", *parts, "–".join(map(str, dropped[:: max(len(dropped) - 1, 1)]))]))
     if not table:
         return []
     return ["## Train / evaluation overlap", "",
@@ -78,11 +86,12 @@ PREFERENCE_STATS = (("logp_margin", "log p(chosen) − log p(rejected)"), ("logp
                     ("chosen_nll", "chosen NLL per token"))
 
 
-def preference_section(rows: list[Row]) -> list[str]:
+def preference_section(rows: list[Row], predictions: list[Predictions]) -> list[str]:
     """``stage=dpo`` sweeps: each configuration's preference statistics on the held-out pairs, at its start and
-    after DPO, as mean ± 95% t half-width over its seeds."""
+    after DPO, as mean ± 95% t half-width over its seeds, and its exact match after DPO minus at its start,
+    paired by seed and test item (the start's answers are the runs' ``base`` answers)."""
     table: list[str] = []
-    for row in rows:
+    for row, answers in zip(rows, predictions, strict=True):
         jobs = [j for j in row.jobs if j.status == "ok" and j.summary and j.summary.get("dpo")]
         if not jobs:
             continue
@@ -91,17 +100,27 @@ def preference_section(rows: list[Row]) -> list[str]:
             for when in ("before", "after"):
                 found = [float(v) for j in jobs if (v := (j.summary["dpo"].get(when) or {}).get(key)) is not None]
                 values.append(_mean_ci_text(found))
-        table.append(cells([f"`{row.label}`", str(len(jobs)), *values]))
+        table.append(cells([f"`{row.label}`", str(len(jobs)), _gain_over_start(answers), *values]))
     if not table:
         return []
-    header = ["configuration", "seeds", *[f"{label}, {when}" for _, label in PREFERENCE_STATS
-                                          for when in ("start", "DPO")]]
+    header = ["configuration", "seeds", "EM, DPO − start (95% CI, p)",
+              *[f"{label}, {when}" for _, label in PREFERENCE_STATS for when in ("start", "DPO")]]
     first = next(j for r in rows for j in r.jobs if j.status == "ok" and j.summary and j.summary.get("dpo"))
     info = first.summary["dpo"]
     n = (info.get("after") or info.get("before") or {}).get("n", "?")
     return ["## Preference pairs (stage=dpo)", "",
             f"On {n} {info.get('split', '?')} pairs; \"chosen ranked first\" is the share of pairs whose chosen answer "
-            "has the higher log-probability.", "", *head(header), *table, ""]
+            "has the higher log-probability. The exact-match change is over the test items, paired by seed and "
+            "item (bootstrap as in the paired comparisons).", "", *head(header), *table, ""]
+
+
+def _gain_over_start(predictions: Predictions) -> str:
+    """Exact match after DPO minus at the start on the same items, by the paired bootstrap of the report."""
+    tuned, start = seed_scores(predictions, "eval.tuned.all"), seed_scores(predictions, "eval.base.all")
+    if tuned is None or start is None or tuned.keys != start.keys:
+        return "-"
+    d = paired_difference(tuned.scores, start.scores, same_items=tuned.same_items)
+    return f"{100 * d.mean:+.1f} pp ({100 * d.low:+.1f} to {100 * d.high:+.1f}, p = {d.p:.3f})"
 
 
 def _mean_ci_text(values: list[float]) -> str:

@@ -153,7 +153,7 @@ def write_report(sweep_dir: Path, out: Path | None = None) -> Path:
         text += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
     text += [markdown_table(rows, scores, judges), *interval_notes([r.label for r in rows], scores["eval.tuned.all"]),
              *judge_notes(rows, judges),
-             *wilson_section(rows), *paired_section(rows, predictions), *preference_section(rows),
+             *wilson_section(rows), *paired_section(rows, predictions), *preference_section(rows, predictions),
              *mixture_section(rows), *overlap_section(rows)]
     if notes:
         text += ["No validation-loss curve for:", "", *[f"- {', '.join(f'`{label}`' for label in labels)}: {reason}."

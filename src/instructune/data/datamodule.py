@@ -16,7 +16,7 @@ from instructune.data.collate import (CausalCollator, PackedCausalCollator, Seq2
                                       prompt_loss_weight)
 from instructune.data.conversations import ChatFormat, check_format, tokenize_conversations
 from instructune.data.mixture import EpochMix, GroupTally, MixtureSource, MixtureSpec, make_mixture, record_groups
-from instructune.data.overlap import OverlapAudit, OverlapSpec, audit_overlap, decontaminate, overlap_summary
+from instructune.data.overlap import OverlapSpec, as_overlap_spec, audit_and_decontaminate
 from instructune.data.prompts import PromptStyle, make_prompt_style
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.sampler import ExampleDataset, TrainBatchSampler
@@ -123,11 +123,12 @@ class InstructionDataModule(L.LightningDataModule):
         self.train_collate = (PackedCausalCollator(pad_id, self.masking, pad_to_multiple_of, self.prompt_weight,
                                                    max_seq_length) if packing else self.collate)
         self.mixture = make_mixture(mixture, balance)
-        self.overlap_spec = overlap if isinstance(overlap, OverlapSpec) else OverlapSpec(**dict(overlap or {}))
+        self.overlap_spec = as_overlap_spec(overlap)
         self.decontaminate = decontaminate
         self.overlap_report: dict[str, Any] | None = None
         self.mix: EpochMix | None = None
         self.tally: GroupTally | None = None
+        self._restored_drawn: dict[str, int] = {}  # a checkpoint's draws, applied once the tally exists
         self.records: Splits = {}
         self.examples: dict[str, list[TokenizedExample]] = {}
 
@@ -163,7 +164,7 @@ class InstructionDataModule(L.LightningDataModule):
             self.records = self.source.load()
         if self.chat is not None:
             self._check_conversations()
-        self._audit_overlap()
+        self.overlap_report = audit_and_decontaminate(self.records, self.overlap_spec, self.decontaminate)
         for split, records in self.records.items():
             try:
                 if self.chat is not None and self.architecture == "causal":  # loss on every assistant turn
@@ -200,16 +201,6 @@ class InstructionDataModule(L.LightningDataModule):
         if stage in (None, "fit") and not self.examples.get("train"):
             raise DataError(f"{self.source_name}: the train split is empty after loading and filtering; nothing to train on")
 
-    def _audit_overlap(self) -> None:
-        audit: OverlapAudit = audit_overlap(self.records, self.overlap_spec)
-        self.overlap_report = {**audit.report, "decontaminated": 0}
-        log.info(overlap_summary(audit.report))
-        if self.decontaminate and audit.train_indices:
-            self.records["train"] = decontaminate(self.records["train"], audit.train_indices)
-            self.overlap_report["decontaminated"] = len(audit.train_indices)
-            log.info("data.decontaminate: dropped %d training record(s) that overlap validation or test",
-                     len(audit.train_indices))
-
     def _plan_mixture(self, train: list[Record]) -> None:
         """The epoch mix of the tokenised training examples (``train``: their records, in order)."""
         if self.mixture.active:
@@ -220,6 +211,19 @@ class InstructionDataModule(L.LightningDataModule):
                      self.mix.epoch_size, ", ".join(f"{g} {c}" for g, c in list(self.mix.counts.items())[:8]))
         elif any(r.get("task") for r in train):
             self.tally = GroupTally([r.get("task") or "(none)" for r in train])
+        if self.tally is not None and self._restored_drawn:
+            self.tally.drawn.update(self._restored_drawn)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in checkpoints (Lightning saves a data module's state): the draws so far, so the summary of a
+        resumed run counts the whole run's training mix."""
+        return {"drawn": dict(self.tally.drawn)} if self.tally is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_drawn = dict(state_dict.get("drawn") or {})
+        if self.tally is not None:
+            self.tally.drawn.clear()
+            self.tally.drawn.update(self._restored_drawn)
 
     def mixture_report(self) -> dict[str, Any] | None:
         """summary.json ``mixture``: per group (task or source) its records, rate, per-epoch count and draws."""

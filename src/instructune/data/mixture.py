@@ -6,9 +6,11 @@ temperature T flattening the rates further (T → ∞: every group the same shar
 the shares directly. ``balance: task`` is the shorthand for equal shares per task.
 
 Each epoch draws c_i = the rate's share of the epoch (largest-remainder rounding, so the counts sum to the
-epoch size exactly and every epoch has the same length) from group i: without replacement while c_i ≤ n_i
-(a fresh subset every epoch, so a capped group's records all get their turn across epochs), else whole
-passes plus a random remainder. The draw depends on (seed, epoch) alone: a resumed run sees the same mix.
+epoch size exactly and every epoch holds the same number of examples) from group i. A group is read as an
+endless stream of seeded permutations of its records, epoch e taking items e·c_i to (e+1)·c_i − 1: a capped
+group's records all get their turn across epochs, an upsampled group repeats in whole passes, and after any
+number of epochs every record of a group has been drawn equally often, give or take one. The draw depends on
+(seed, group, epoch) alone, so a run resumed at an epoch boundary continues the same mix.
 
 Why not ``datasets.interleave_datasets``: it samples example by example (the counts vary run to run), has no
 cap or temperature, and works on a Dataset of records, not on the tokenised examples the sampler orders;
@@ -17,6 +19,7 @@ seqio's mixtures need TensorFlow.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -56,6 +59,11 @@ class MixtureSpec:
             raise DataError(f"data.mixture.epoch_size must be positive, got {self.epoch_size}")
         if self.weights is not None and any(not w >= 0 for w in self.weights.values()):
             raise DataError(f"data.mixture.weights must be non-negative, got {dict(self.weights)}")
+        unused = [k for k, v in (("weights", self.weights), ("cap", self.cap), ("epoch_size", self.epoch_size))
+                  if v is not None] + (["temperature"] if self.temperature != 1.0 else [])
+        if self.by is None and unused:
+            raise DataError(f"data.mixture.{unused[0]} is set but data.mixture.by is null (no mixing): set "
+                            "data.mixture.by=task or source, or drop it")
 
     @property
     def active(self) -> bool:
@@ -64,7 +72,10 @@ class MixtureSpec:
 
 def make_mixture(mixture: MixtureSpec | Mapping[str, Any] | None, balance: str | None) -> MixtureSpec:
     """The spec from ``data.mixture`` and ``data.balance`` (``task``: equal shares per task)."""
-    spec = mixture if isinstance(mixture, MixtureSpec) else MixtureSpec(**dict(mixture or {}))
+    try:
+        spec = mixture if isinstance(mixture, MixtureSpec) else MixtureSpec(**dict(mixture or {}))
+    except TypeError as e:
+        raise DataError(f"data.mixture: {e}".replace("MixtureSpec.__init__() ", "")) from None
     if balance is None:
         return spec
     if balance != "task":
@@ -78,10 +89,11 @@ def make_mixture(mixture: MixtureSpec | Mapping[str, Any] | None, balance: str |
 def mixing_rates(sizes: Mapping[str, int], spec: MixtureSpec) -> dict[str, float]:
     """Each group's share of an epoch (summing to 1)."""
     if spec.weights is not None:
-        missing = sorted(set(sizes) - set(spec.weights))
-        if missing:
-            raise DataError(f"data.mixture.weights has no weight for group(s) {', '.join(missing)} "
-                            f"(groups by {spec.by}: {', '.join(sorted(sizes))})")
+        missing, unknown = sorted(set(sizes) - set(spec.weights)), sorted(set(spec.weights) - set(sizes))
+        if missing or unknown:
+            what = (f"no weight for group(s) {', '.join(missing)}" if missing
+                    else f"a weight for {', '.join(unknown)}, which no training record has")
+            raise DataError(f"data.mixture.weights has {what} (groups by {spec.by}: {', '.join(sorted(sizes))})")
         raw = {g: float(spec.weights[g]) for g in sizes}
     else:
         capped = {g: min(n, spec.cap) if spec.cap is not None else n for g, n in sizes.items()}
@@ -122,16 +134,20 @@ class EpochMix:
         self.tally = GroupTally(groups)
 
     def indices(self, epoch: int) -> list[int]:
-        """The example indices of ``epoch`` (grouped; the sampler shuffles them)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        """The example indices of ``epoch`` (grouped; the sampler shuffles them): items ``epoch * c`` to
+        ``(epoch + 1) * c - 1`` of each group's stream of permutations (module docstring)."""
         chosen: list[int] = []
         for g, count in self.counts.items():
             members = self.members[g]
-            passes, rest = divmod(count, len(members))
-            chosen += members * passes
-            order = torch.randperm(len(members), generator=generator).tolist()
-            chosen += [members[k] for k in order[:rest]]
+            n, start = len(members), epoch * count
+            for cycle in range(start // n, -(-(start + count) // n)):
+                lo, hi = max(start, cycle * n) - cycle * n, min(start + count, (cycle + 1) * n) - cycle * n
+                chosen += [members[k] for k in self._permutation(g, cycle, n)[lo:hi]]
         return chosen
+
+    def _permutation(self, group: str, cycle: int, n: int) -> list[int]:
+        key = hashlib.sha256(f"{self.seed}/{group}/{cycle}".encode()).digest()
+        return torch.randperm(n, generator=torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))).tolist()
 
     def report(self) -> dict[str, Any]:
         """summary.json ``mixture``: the spec, and per group its records, rate, per-epoch count and the

@@ -5,6 +5,9 @@ A validation or test record is *contaminated* when the training split holds
 - the same prompt (``same_prompt``: instruction and input equal, whatever the answer), or
 - a near duplicate (``near``): Jaccard similarity of word n-gram shingle sets ≥ ``threshold``.
 The counts overlap (an exact duplicate has the same prompt too); ``contaminated`` counts records with any.
+``test.in_validation`` counts test records whose text or prompt validation holds (selection on validation
+then partly sees the test). Fields are joined with a separator token, so ("a b", "") is not ("a", "b");
+records with no words are never matched.
 
 Normalisation: Unicode NFKC, case folded, spacing and sentence punctuation dropped; words and symbols such as
 ``+ - * / = %`` are kept (dropping them makes "9 + 6" and "9 - 6" the same prompt). Near duplicates
@@ -16,13 +19,16 @@ estimate. ``data.decontaminate=true`` drops every training record involved, befo
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from instructune.data.records import Record, Splits
+from instructune.data.records import DataError, Record, Splits
+
+log = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("validation", "test")
 MAX_EXAMPLES = 5  # pairs shown in summary.json for a reader to judge
@@ -35,13 +41,24 @@ class OverlapSpec:
     ngram: int = 3
     threshold: float = 0.8
     num_perm: int = 128
+    enabled: bool = True  # false: no audit (its cost grows with train x eval on templated data)
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or not 0 < self.threshold <= 1 or self.num_perm < 16:
-            raise ValueError(f"data.overlap: ngram >= 1, 0 < threshold <= 1 and num_perm >= 16, got {self}")
+            raise DataError(f"data.overlap: ngram >= 1, 0 < threshold <= 1 and num_perm >= 16, got {self}")
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s.,;:!?'\"`()\[\]]")
+
+
+def as_overlap_spec(overlap: OverlapSpec | Mapping[str, Any] | None) -> OverlapSpec:
+    """``data.overlap`` as given (a node, a dict or nothing), unknown keys a one-line error."""
+    if isinstance(overlap, OverlapSpec):
+        return overlap
+    try:
+        return OverlapSpec(**dict(overlap or {}))
+    except TypeError as e:
+        raise DataError(f"data.overlap: {e}".replace("OverlapSpec.__init__() ", "")) from None
 
 
 def normalise(text: str) -> str:
@@ -49,14 +66,20 @@ def normalise(text: str) -> str:
     return " ".join(_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
+SEPARATOR = " ¶ "  # between fields and turns: kept by normalise as a token of its own
+
+
 def record_texts(record: Record) -> tuple[str, str]:
-    """(prompt, whole record) of an instruction record or a conversation, normalised."""
+    """(prompt, whole record) of an instruction record or a conversation, normalised; ("", "") without words."""
     messages = record.get("messages")
     if messages:  # a conversation: everything before its last answer is the prompt
-        prompt = " ".join(m["content"] for m in messages[:-1])
-        return normalise(prompt), normalise(prompt + " " + messages[-1]["content"])
-    prompt = f"{record.get('instruction', '')} {record.get('input', '')}"
-    return normalise(prompt), normalise(f"{prompt} {record.get('output', '')}")
+        fields = [m["content"] for m in messages]
+    else:  # a preference pair's chosen answer is its output
+        fields = [record.get("instruction", ""), record.get("input", ""), record.get("output", "")]
+    parts = [normalise(f) for f in fields]
+    if not any(parts):
+        return "", ""
+    return SEPARATOR.join(parts[:-1]).strip(), SEPARATOR.join(parts).strip()
 
 
 def shingles(text: str, n: int) -> frozenset[str]:
@@ -83,13 +106,17 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
     from datasketch import MinHash, MinHashLSH
 
     spec = spec or OverlapSpec()
+    if not spec.enabled:
+        return OverlapAudit({"method": None}, set())
     train = splits.get("train", [])
     train_texts = [record_texts(r) for r in train]
     by_record: dict[str, list[int]] = {}
     by_prompt: dict[str, list[int]] = {}
     for i, (prompt, whole) in enumerate(train_texts):
-        by_record.setdefault(whole, []).append(i)
-        by_prompt.setdefault(prompt, []).append(i)
+        if whole:
+            by_record.setdefault(whole, []).append(i)
+        if prompt:
+            by_prompt.setdefault(prompt, []).append(i)
     train_shingles = [shingles(whole, spec.ngram) for _, whole in train_texts]
     # the candidate search aims below the threshold and weighs misses 99:1 over false candidates (which the exact
     # Jaccard check removes): a pair at the threshold is missed with probability < 1e-3 at 128 permutations
@@ -110,7 +137,7 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
         eval_hashes = MinHash.bulk([[s.encode() for s in sh] for sh in evals], num_perm=spec.num_perm, seed=1)
         exact = same_prompt = near = contaminated = 0
         for k, ((prompt, whole), sh, h) in enumerate(zip(texts, evals, eval_hashes, strict=True)):
-            hits = set(by_record.get(whole, []))
+            hits = set(by_record.get(whole, [])) if whole else set()
             exact += bool(hits)
             prompt_hits = set(by_prompt.get(prompt, [])) if prompt else set()
             same_prompt += bool(prompt_hits)
@@ -128,6 +155,10 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
         report[split] = {"records": len(records), "exact": exact, "same_prompt": same_prompt, "near": near,
                          "contaminated": contaminated,
                          "fraction": round(contaminated / len(records), 4) if records else 0.0}
+    if "test" in report:  # test items validation already holds: choosing on validation partly sees the test
+        seen = {t for r in splits.get("validation", []) for t in record_texts(r) if t}
+        report["test"]["in_validation"] = sum(bool(whole and (whole in seen or (prompt and prompt in seen)))
+                                              for prompt, whole in map(record_texts, splits.get("test", [])))
     report["train_records_involved"] = len(involved)
     report["examples"] = examples
     return OverlapAudit(report, involved)
@@ -136,6 +167,22 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
 def decontaminate(records: Sequence[Record], drop: set[int]) -> list[Record]:
     """The training records the audit did not involve."""
     return [r for i, r in enumerate(records) if i not in drop]
+
+
+def audit_and_decontaminate(splits: Splits, spec: OverlapSpec, drop: bool) -> dict[str, Any]:
+    """Audit ``splits`` and, with ``drop`` (``data.decontaminate``), remove the training records involved from
+    ``splits["train"]`` in place; returns summary.json ``overlap`` (``decontaminated``: how many were dropped)."""
+    audit = audit_overlap(splits, spec)
+    report = {**audit.report, "decontaminated": 0}
+    if audit.report.get("method") is None:
+        return report
+    log.info(overlap_summary(audit.report))
+    if drop and audit.train_indices:
+        splits["train"] = decontaminate(splits["train"], audit.train_indices)
+        report["decontaminated"] = len(audit.train_indices)
+        log.info("data.decontaminate: dropped %d training record(s) that overlap validation or test",
+                 len(audit.train_indices))
+    return report
 
 
 def overlap_summary(report: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from instructune.data.collate import CausalCollator
+from instructune.data.overlap import OverlapSpec, as_overlap_spec, audit_and_decontaminate
 from instructune.data.prompts import PromptStyle
 from instructune.data.records import DataError, Record, RecordSource, Splits
 from instructune.data.tokenize import OVERLENGTH_POLICIES, OverlengthError, TokenizedExample, tokenize_pairs
@@ -93,7 +94,8 @@ class PreferenceDataModule(L.LightningDataModule):
     def __init__(self, source: RecordSource, tokenizer: Any, prompt_style: PromptStyle, max_seq_length: int = 512,
                  batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  pad_to_multiple_of: int | None = None, seed: int = 0, overlength: str = "truncate",
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, overlap: OverlapSpec | dict[str, Any] | None = None,
+                 decontaminate: bool = False) -> None:
         super().__init__()
         self.source, self.tokenizer, self.prompt_style = source, tokenizer, prompt_style
         self.max_seq_length, self.overlength, self.seed = max_seq_length, overlength, seed
@@ -104,6 +106,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.records: Splits = {}
         self.examples: dict[str, list[PreferencePair]] = {}
         self.length_report: dict[str, dict[str, Any]] = {"truncated": {}, "dropped": {}}
+        # the train/eval overlap audit of the pairs (prompt + chosen answer), as instruction data gets it
+        self.overlap_spec, self.decontaminate = as_overlap_spec(overlap), decontaminate
+        self.overlap_report: dict[str, Any] | None = None
 
     @property
     def source_name(self) -> str:
@@ -116,6 +121,7 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.examples:
             return
         self.records = self.source.load()
+        self.overlap_report = audit_and_decontaminate(self.records, self.overlap_spec, self.decontaminate)
         for split, records in self.records.items():
             lacking = next((i for i, r in enumerate(records) if not r.get("rejected")), None)
             if lacking is not None:

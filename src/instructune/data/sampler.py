@@ -105,7 +105,8 @@ class TrainBatchSampler(Sampler[MicroBatch]):
     costs a GPU a new kernel plan or a recompile), unless it is the only batch.
 
     ``epoch_examples`` (a training mixture, ``data/mixture.py``): the example indices of each epoch, repeats
-    allowed, in place of every example once. ``tally`` is called with each yielded micro-batch's indices.
+    allowed, in place of every example once. ``tally`` is called with the indices of each global micro-batch
+(all ranks' slices; the same on every rank, so rank 0's count is the run's).
     """
 
     def __init__(self, lengths: Sequence[int], loss_tokens: Sequence[int], batch_size: int, seed: int = 0,
@@ -172,12 +173,12 @@ class TrainBatchSampler(Sampler[MicroBatch]):
             window = batches[start : start + self.accumulate]
             tokens = sum(self.loss_tokens[i] for batch in window for u in batch for i in self.units[u])
             for batch in window:
+                if self.tally is not None:  # the global batch, every rank's slice: what the step trains on
+                    self.tally([i for u in batch for i in self.units[u]])
                 units = [self.units[u] for u in batch[rank * self.batch_size : (rank + 1) * self.batch_size]]
                 mine = MicroBatch(i for unit in units for i in unit)
                 mine.window_tokens = tokens
                 mine.row_sizes = [len(unit) for unit in units] if self.packed else None
-                if self.tally is not None:
-                    self.tally(mine)
                 yield mine
 
     def __len__(self) -> int:
