@@ -50,6 +50,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, peft):
     assert resumed["steps"] == straight["steps"] == 40
     for key in ("train/loss", "val/loss"):
         assert resumed["metrics"][key] == pytest.approx(straight["metrics"][key], abs=1e-5)
+    # the draws per task come back from the checkpoint: the resumed run's tally covers all 40 steps
+    assert resumed["mixture"] == straight["mixture"]
+    assert sum(g["drawn"] for g in resumed["mixture"]["groups"].values()) == 40 * 16
 
 
 def test_peft_checkpoints_hold_only_trainable_tensors(tmp_path):
