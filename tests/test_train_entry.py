@@ -219,8 +219,10 @@ def test_multirun_lora_ia3_by_masking_runs_four_jobs(tmp_path):
     instructune_cli(["report", str(tmp_path)])  # returns (exit status 0) where a failure would sys.exit
     report = (tmp_path / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| `")]
-    # 4 configurations in the main table and the Wilson table, 3 paired against the first one
-    assert len(rows) == 4 + 4 + 3 and sum(line.endswith("| ok |") for line in rows) == 4
+    # 4 configurations in the main table, the Wilson table and the overlap table, 3 paired against the first one
+    assert len(rows) == 4 + 4 + 3 + 4 and sum(line.endswith("| ok |") for line in rows) == 4
+    overlap = report.split("## Train / evaluation overlap")[1]  # the world's splits: no overlap, nothing dropped
+    assert "| `peft=lora masking=True` | 0 / 281 (0 / 0 / 0) | 0 / 706 (0 / 0 / 0) | 0 |" in overlap
     assert "## Paired comparisons" in report and "Correction: Holm over the k = 3 comparison(s)" in report
     assert (tmp_path / "val_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
