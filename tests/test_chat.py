@@ -400,7 +400,7 @@ TINY = ["logger=none", "trainer.max_steps=3", "trainer.val_check_interval=3", "t
 
 
 @pytest.mark.slow
-def test_a_run_on_a_chat_file(tmp_path):
+def test_a_run_on_a_chat_file(tmp_path, capsys, monkeypatch):
     path = _chat_file(tmp_path)
     run = tmp_path / "run"
     proc = train_in_process("data=json", f"data.path={path}", "data.format=messages", *TINY, f"hydra.run.dir={run}")
@@ -417,6 +417,35 @@ def test_a_run_on_a_chat_file(tmp_path):
     model = run / "model"
     assert json.loads((model / "prompt_style.json").read_text())["name"] == "chat"
     assert (model / "chat_template.jinja").read_text() == (WORLD_GPT2 / "chat_template.jinja").read_text()
+    assert summary["config"]["prompt_style"] == "chat"
+    meta = json.loads((model / "instructune.json").read_text())
+    assert (meta["format"], meta["stop"]) == ("messages", ["<|end|>"])
+    # `instructune generate` on the run answers a one-turn chat exactly as evaluation does: the prompt rendered
+    # by the data module, generation cut at the end-of-turn marker
+    from instructune.cli import main as instructune_cli
+    from instructune.run_folder import load_tuned
+
+    import instructune.eval.generate as generation
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args[2], kwargs))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", spy)
+    question = "What is the capital of Spain?"
+    capsys.readouterr()
+    instructune_cli(["generate", str(run), question, "--max-new-tokens", "6"])
+    answer = capsys.readouterr().out.strip()
+    tuned = load_tuned(run)
+    data = InstructionDataModule(DatasetSource(str(path), format="messages"), tuned.tokenizer, format="messages")
+    prompt = data.format_prompt({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]})
+    [(prompts, kwargs)] = calls
+    assert prompts == [prompt] and data.stop == ("<|end|>",) and data.prompt_special_tokens is False
+    assert (kwargs["stop"], kwargs["add_special_tokens"]) == (data.stop, data.prompt_special_tokens)
+    assert answer == generate(tuned.model, tuned.tokenizer, [prompt], "causal", 6, stop=data.stop,
+                              add_special_tokens=data.prompt_special_tokens)[0]
 
 
 @pytest.mark.slow

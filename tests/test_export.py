@@ -96,7 +96,7 @@ def test_hf_export_loads_with_auto_classes_and_gives_the_tuned_logits(lora_run, 
     again = load_tuned(hf_export)
     assert again.prompt_style == PromptStyle.load(lora_run / "model")
     assert again.meta == {"base_model": None, "architecture": "causal", "peft": "lora", "adapter_only": False,
-                          "merged": True}
+                          "merged": True, "format": "instructions", "stop": []}
 
 
 def test_hf_export_answers_like_the_run_with_a_plain_generate(lora_run, hf_export):

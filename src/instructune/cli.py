@@ -22,19 +22,30 @@ def _generate(args: argparse.Namespace) -> None:
         raise ModelError(f"--max-new-tokens={args.max_new_tokens}: the model has {left} positions for prompt and "
                          "answer together")
     instructions = [args.instruction] if args.instruction else (line.rstrip("\n") for line in sys.stdin)
+    # a conversation run (data.format=messages): a one-turn chat rendered as in training, cut at its end-of-turn
+    chat = tuned.meta.get("format") == "messages" and tuned.architecture == "causal"
+    if chat:
+        from instructune.data.chat_format import ChatFormat
+
+        render = ChatFormat(tuned.tokenizer)
     for instruction in instructions:
         if not instruction.strip():
             continue
-        prompt = tuned.prompt_style.format(instruction, args.input, tuned.tokenizer)
+        if chat:
+            content = f"{instruction}\n\n{args.input}" if args.input else instruction
+            prompt = render.prompt([{"role": "user", "content": content}])
+        else:
+            prompt = tuned.prompt_style.format(instruction, args.input, tuned.tokenizer)
         print(generate(tuned.model, tuned.tokenizer, [prompt], tuned.architecture, args.max_new_tokens,
-                       max_prompt_tokens=room)[0], flush=True)
+                       max_prompt_tokens=room, stop=tuple(tuned.meta.get("stop") or ()),
+                       add_special_tokens=not chat)[0], flush=True)
 
 
 def _merge(args: argparse.Namespace) -> None:
     """LoRA / IA3 adapters folded into the base weights: a plain Hugging Face model folder."""
     from instructune.models.loading import ModelError
     from instructune.models.strategies import STRATEGIES
-    from instructune.run_folder import load_tuned, save_model_folder
+    from instructune.run_folder import generation_meta, load_tuned, save_model_folder
 
     tuned = load_tuned(args.run)
     if not tuned.meta["adapter_only"]:
@@ -46,7 +57,7 @@ def _merge(args: argparse.Namespace) -> None:
         raise ModelError(f"{args.run}: peft={tuned.meta['peft']} {why}")
     merged = tuned.model.merge_and_unload()
     meta = {"base_model": None, "architecture": tuned.architecture, "peft": tuned.meta["peft"],
-            "adapter_only": False, "merged": True}
+            "adapter_only": False, "merged": True, **generation_meta(tuned.meta)}
     save_model_folder(args.out, merged, tuned.tokenizer, tuned.prompt_style, meta)
     print(f"merged model saved to {args.out} (instructune generate / evaluate read it like a run folder)")
 

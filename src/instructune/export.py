@@ -37,6 +37,7 @@ from instructune.run_folder import (
     META_FILE,
     MODEL_DIR,
     TunedModel,
+    generation_meta,
     load_tuned,
     model_folder,
     save_model_folder,
@@ -104,7 +105,7 @@ def set_generation_ids(model: nn.Module, tokenizer: Any) -> None:
 
 def write_hf(folder: Path, model: nn.Module, tuned: TunedModel) -> None:
     meta = {"base_model": None, "architecture": tuned.architecture, "peft": tuned.meta["peft"],
-            "adapter_only": False, "merged": bool(tuned.meta["adapter_only"])}
+            "adapter_only": False, "merged": bool(tuned.meta["adapter_only"]), **generation_meta(tuned.meta)}
     save_model_folder(folder, model, tuned.tokenizer, tuned.prompt_style, meta)
 
 

@@ -76,6 +76,12 @@ class RunFolder:
         return save_model_folder(self.model_dir, model, tokenizer, prompt_style, meta)
 
 
+def generation_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """What ``instructune generate`` needs to prompt a model as its run did (the data format and where
+    generation stops), carried from a run's meta into a merged or exported copy."""
+    return {k: meta[k] for k in ("format", "stop") if k in meta}
+
+
 def save_model_folder(folder: Path, model: nn.Module, tokenizer: Any, prompt_style: PromptStyle,
                       meta: dict[str, Any]) -> Path:
     """A model folder ``load_tuned`` reads: a run's ``model/`` or a merged model. ``meta['base_model']``

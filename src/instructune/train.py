@@ -88,7 +88,7 @@ def _config_digest(cfg: DictConfig) -> dict[str, Any]:
     weight = prompt_loss_weight(bool(cfg.masking), cfg.get("loss", {}).get("prompt_weight"))
     return {"model": cfg.model.name, "data": cfg.data.name, "peft": get_class(cfg.peft._target_).name,
             "masking": weight == 0, "prompt_weight": weight, "seed": int(cfg.seed),
-            "prompt_style": cfg.data.prompt.style}
+            "prompt_style": "chat" if cfg.data.get("format") == "messages" else cfg.data.prompt.style}
 
 
 @dataclass
@@ -272,7 +272,8 @@ def fit(cfg: DictConfig, parts: Parts, module: InstructionTuningModule, folder: 
 def export(cfg: DictConfig, parts: Parts, model: nn.Module, folder: RunFolder) -> None:
     """<run>/model: the adapter (peft strategies) or the whole model, tokenizer, prompt style, meta."""
     meta = {"base_model": cfg.model.name_or_path, "architecture": cfg.model.architecture,
-            "peft": parts.strategy.name, "adapter_only": parts.strategy.adapter_only}
+            "peft": parts.strategy.name, "adapter_only": parts.strategy.adapter_only,
+            "format": parts.data.format, "stop": list(parts.data.stop)}  # how `instructune generate` prompts it
     log.info("saved %s to %s", "adapter" if parts.strategy.adapter_only else "model",
              folder.export(model, parts.tokenizer, parts.data.prompt_style, meta))
 
