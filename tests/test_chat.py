@@ -446,6 +446,15 @@ def test_a_run_on_a_chat_file(tmp_path, capsys, monkeypatch):
     assert (kwargs["stop"], kwargs["add_special_tokens"]) == (data.stop, data.prompt_special_tokens)
     assert answer == generate(tuned.model, tuned.tokenizer, [prompt], "causal", 6, stop=data.stop,
                               add_special_tokens=data.prompt_special_tokens)[0]
+    # `instructune evaluate` of the chat run on an instruction file stops at the marker too
+    import instructune.eval.split_evaluation as split_evaluation
+
+    stops = []
+    monkeypatch.setattr(split_evaluation, "generate", lambda *a, **k: stops.append(a[7]) or [""] * len(a[2]))
+    file = tmp_path / "questions.json"
+    file.write_text(json.dumps([{"instruction": question, "input": "", "output": "Madrid"}] * 3))
+    instructune_cli(["evaluate", str(run), "--data", str(file)])
+    assert stops == [("<|end|>",)]
 
 
 @pytest.mark.slow

@@ -361,6 +361,7 @@ def test_a_dpo_run_scores_its_start_and_itself_and_exports_a_loadable_model(sft_
     # the exported model loads like any run and answers as the run's own tuned evaluation did
     meta = json.loads((run / "model" / "instructune.json").read_text())
     assert (meta["peft"], meta["adapter_only"], meta["stage"]) == (strategy, strategy == "lora", "dpo")
+    assert (meta["format"], meta["stop"]) == ("instructions", [])  # the start's, for instructune generate
     base = resolve_base(meta["base_model"], run / "model")  # lora: the merged start; full: the start it came from
     assert base == str((run / "sft_merged" if strategy == "lora" else sft_run / "model").resolve())
     tuned = load_tuned(run)

@@ -144,8 +144,11 @@ def test_unmixed_runs_keep_their_order_and_still_count_draws_per_task(word_token
 def test_bad_mixture_settings_are_one_line_errors(word_tokenizer):
     with pytest.raises(DataError, match="either weights or examples-proportional"):
         make_mixture({"by": "task", "weights": {"a": 1}, "cap": 5}, None)
-    with pytest.raises(DataError, match="balance=task and data.mixture.by both set"):
+    with pytest.raises(DataError, match="data.balance=task with data.mixture.by, weights or temperature"):
         make_mixture({"by": "source"}, "task")
+    # balance keeps a cap (the default epoch: Σ min(n, K)) and an epoch size
+    assert make_mixture({"by": None, "cap": 50, "epoch_size": 90}, "task") == MixtureSpec(
+        by="task", temperature=math.inf, cap=50, epoch_size=90)
     with pytest.raises(DataError, match="data.mixture.weights is set but data.mixture.by is null"):
         make_mixture({"weights": {"a": 1}}, None)
     with pytest.raises(DataError, match="data.mixture: got an unexpected keyword argument 'temprature'"):

@@ -59,6 +59,8 @@ def test_the_audit_finds_exact_same_prompt_and_near_duplicates_and_nothing_else(
             "test": [_rec("a", "x", "b"), _rec("...", "?"), _rec("name a fruit", "apple")]}
     report = audit_overlap(edge).report["test"]
     assert (report["exact"], report["same_prompt"], report["in_validation"]) == (0, 0, 1)
+    from instructune.data.overlap import record_texts
+    assert record_texts(_rec("?", "yes")) == ("", "¶  ¶ yes")  # a wordless prompt matches no other prompt
     assert audit_overlap(edge, OverlapSpec(enabled=False)).report == {"method": None}
 
 

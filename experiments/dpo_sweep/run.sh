@@ -2,7 +2,7 @@
 # DPO with LoRA vs full fine-tuning from one instruction-tuned start on the embedded world (issue 16's sweep):
 # the default SFT run, then `-m stage=dpo peft=lora,full` over three seeds, then the sweep report, written here.
 # Part 2 (--rpo): full DPO for 600 steps without and with the NLL term on the chosen answers (dpo.sft_weight),
-# report in rpo/. About 15 minutes (part 1) and 40 (part 2) on 2 CPU cores.
+# report in rpo/. About 12 minutes (part 1) and 50 (part 2) on 2 CPU cores.
 # Usage: bash experiments/dpo_sweep/run.sh [work folder, default outputs/dpo_sweep] [--rpo]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -95,6 +95,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     data = build(cfg.data, "data", drop=("name", "path"), tokenizer=tuned.tokenizer, prompt=tuned.prompt_style,
                  architecture=tuned.architecture, packing=False, group_by_length=False)
     data.setup("test")
+    if tuned.meta.get("stop") and not data.stop:  # a conversation run on instruction records: stop where it learnt to
+        data.stop = tuple(tuned.meta["stop"])
     check_answer_room(cfg.eval.max_new_tokens, positions_left(tuned.model),
                       tuned.meta.get("base_model") or str(args.run))
     evaluation = SplitEvaluation(data, tuned.tokenizer, tuned.architecture, scored_split, cfg.eval.max_examples,

@@ -119,7 +119,7 @@ def build_dpo_parts(cfg: DictConfig) -> tuple[Parts, Start]:
     data = PreferenceDataModule(source, start.tokenizer, start.prompt_style, max_seq_length, cfg.data.batch_size,
                                 cfg.data.get("eval_batch_size"), cfg.data.num_workers, shapes.pad_to_multiple_of,
                                 cfg.seed, cfg.data.overlength, shapes.drop_last, cfg.data.get("overlap"),
-                                bool(cfg.data.get("decontaminate", False)))
+                                bool(cfg.data.get("decontaminate", False)), tuple(start.meta.get("stop") or ()))
     data.setup("fit")
 
     def evaluation(split: str, max_examples: int | None) -> SplitEvaluation:

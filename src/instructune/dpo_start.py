@@ -30,7 +30,7 @@ from torch import nn
 from instructune.config_check import ConfigError
 from instructune.models.loading import ModelError
 from instructune.models.strategies import STRATEGIES, Strategy
-from instructune.run_folder import RunFolder, load_tuned, model_folder
+from instructune.run_folder import RunFolder, generation_meta, load_tuned, model_folder
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ def export_dpo(folder: RunFolder, policy: nn.Module, start: Start, strategy: Str
         raise ModelError("the merged start was not saved before the adapter was added (save_merged_start)")
     base = start.saved_at if strategy.adapter_only else start.path
     meta = {"base_model": str(base), "architecture": "causal", "peft": strategy.name,
-            "adapter_only": strategy.adapter_only, "stage": "dpo", "init_from": str(start.path)}
+            "adapter_only": strategy.adapter_only, "stage": "dpo", "init_from": str(start.path),
+            **generation_meta(start.meta)}
     return folder.export(policy, start.tokenizer, start.prompt_style, meta)
 
 

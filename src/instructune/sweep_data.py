@@ -100,7 +100,8 @@ def preference_section(rows: list[Row], predictions: list[Predictions]) -> list[
             for when in ("before", "after"):
                 found = [float(v) for j in jobs if (v := (j.summary["dpo"].get(when) or {}).get(key)) is not None]
                 values.append(_mean_ci_text(found))
-        table.append(cells([f"`{row.label}`", str(len(jobs)), _gain_over_start(answers), *values]))
+        covered = set(answers) == {j.seed for j in jobs}  # item scores of exactly the jobs counted here
+        table.append(cells([f"`{row.label}`", str(len(jobs)), _gain_over_start(answers) if covered else "-", *values]))
     if not table:
         return []
     header = ["configuration", "seeds", "EM, DPO − start (95% CI, p)",

@@ -72,18 +72,19 @@ class MixtureSpec:
 
 def make_mixture(mixture: MixtureSpec | Mapping[str, Any] | None, balance: str | None) -> MixtureSpec:
     """The spec from ``data.mixture`` and ``data.balance`` (``task``: equal shares per task)."""
+    if balance is not None:  # equal shares per task; data.mixture may still set cap and epoch_size
+        if balance != "task":
+            raise DataError(f"data.balance must be 'task' or null, got {balance!r}")
+        given = dict(mixture.__dict__ if isinstance(mixture, MixtureSpec) else mixture or {})
+        if given.get("by") or given.get("weights") is not None or given.get("temperature", 1.0) != 1.0:
+            raise DataError("data.balance=task with data.mixture.by, weights or temperature: balance is the "
+                            "shorthand for data.mixture.by=task data.mixture.temperature=inf; keep one")
+        given.update(by="task", temperature=math.inf)
+        mixture = given
     try:
-        spec = mixture if isinstance(mixture, MixtureSpec) else MixtureSpec(**dict(mixture or {}))
+        return mixture if isinstance(mixture, MixtureSpec) else MixtureSpec(**dict(mixture or {}))
     except TypeError as e:
         raise DataError(f"data.mixture: {e}".replace("MixtureSpec.__init__() ", "")) from None
-    if balance is None:
-        return spec
-    if balance != "task":
-        raise DataError(f"data.balance must be 'task' or null, got {balance!r}")
-    if spec.active:
-        raise DataError("data.balance=task and data.mixture.by both set: balance is the shorthand for "
-                        "data.mixture.by=task data.mixture.temperature=inf; keep one")
-    return MixtureSpec(by="task", temperature=math.inf)
 
 
 def mixing_rates(sizes: Mapping[str, int], spec: MixtureSpec) -> dict[str, float]:

@@ -79,7 +79,7 @@ def record_texts(record: Record) -> tuple[str, str]:
     parts = [normalise(f) for f in fields]
     if not any(parts):
         return "", ""
-    return SEPARATOR.join(parts[:-1]).strip(), SEPARATOR.join(parts).strip()
+    return SEPARATOR.join(parts[:-1]).strip() if any(parts[:-1]) else "", SEPARATOR.join(parts).strip()
 
 
 def shingles(text: str, n: int) -> frozenset[str]:

@@ -95,7 +95,7 @@ class PreferenceDataModule(L.LightningDataModule):
                  batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  pad_to_multiple_of: int | None = None, seed: int = 0, overlength: str = "truncate",
                  drop_last: bool = False, overlap: OverlapSpec | dict[str, Any] | None = None,
-                 decontaminate: bool = False) -> None:
+                 decontaminate: bool = False, stop: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.source, self.tokenizer, self.prompt_style = source, tokenizer, prompt_style
         self.max_seq_length, self.overlength, self.seed = max_seq_length, overlength, seed
@@ -109,6 +109,7 @@ class PreferenceDataModule(L.LightningDataModule):
         # the train/eval overlap audit of the pairs (prompt + chosen answer), as instruction data gets it
         self.overlap_spec, self.decontaminate = as_overlap_spec(overlap), decontaminate
         self.overlap_report: dict[str, Any] | None = None
+        self.stop = tuple(stop)  # a conversation start: its evaluation stops at the end-of-turn marker
 
     @property
     def source_name(self) -> str:
