@@ -39,7 +39,7 @@ from instructune.models.limits import positions_left
 from instructune.models.loading import count_parameters
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.run_summary import summary_body
+from instructune.run_summary import summary_body, tuned_scores
 from instructune.selection import check_selection
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
 from instructune.tracking import build_loggers, finish_wandb, log_scores, uses_wandb
@@ -174,10 +174,8 @@ def train_and_evaluate_dpo(cfg: DictConfig, folder: RunFolder, sweep_group: str 
         model = back_on_device(fitted.model or model, fitted.trainer)
         module.to(fitted.trainer.strategy.root_device)  # the reference copy too
         after = module.evaluate_pairs(parts.data.loader(pairs["split"], limit=pairs["limit"])) if cfg.eval.tuned else None
-        tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
-        selected = (tuned_scores if parts.selection is parts.evaluation
-                    else parts.selection.run(model, "tuned", keep=False)) if parts.selection and cfg.eval.tuned else None
-        log_scores(loggers, {"base": base_scores, "tuned": tuned_scores, "dpo_before": before, "dpo_after": after},
+        tuned, selected = tuned_scores(parts, model, cfg.eval.tuned)
+        log_scores(loggers, {"base": base_scores, "tuned": tuned, "dpo_before": before, "dpo_after": after},
                    fitted.trainer.global_step)
         outcome = "success"
     finally:
@@ -190,7 +188,7 @@ def train_and_evaluate_dpo(cfg: DictConfig, folder: RunFolder, sweep_group: str 
                  export_dpo(folder, model, start, parts.strategy))
     result: dict[str, Any] = {
         "config": digest,
-        **summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned_scores, selected)),
+        **summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned, selected)),
         "dpo": {"beta": float(cfg.dpo.beta), "loss_type": str(cfg.dpo.loss_type),
                 "label_smoothing": float(cfg.dpo.label_smoothing), "sft_weight": float(cfg.dpo.sft_weight),
                 "init_from": str(start.path),

@@ -37,7 +37,7 @@ from instructune.models.strategies import Strategy
 from instructune.perf import ThroughputMeter
 from instructune.report import format_run_table
 from instructune.run_folder import RunFolder
-from instructune.run_summary import summary_body
+from instructune.run_summary import summary_body, tuned_scores
 from instructune.selection import check_selection, generation_seconds, restore_best, selection_callbacks
 from instructune.sharded import check_sharding, gathered_model, is_sharded
 from instructune.speed import compile_options, configure_attention, kernel_report, runs_on_cuda, shape_choices
@@ -207,10 +207,8 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
         if fitted.trainer.global_rank != 0:
             return {"rank": fitted.trainer.global_rank}
         model = back_on_device(fitted.model or model, fitted.trainer)
-        tuned_scores = parts.evaluation.run(model, "tuned") if cfg.eval.tuned else None
-        chosen_on = (tuned_scores if parts.selection is parts.evaluation else parts.selection.run(model, "tuned", keep=False)
-                     ) if parts.selection and cfg.eval.tuned else None
-        log_scores(loggers, {"base": base_scores, "tuned": tuned_scores}, fitted.trainer.global_step)
+        tuned, chosen_on = tuned_scores(parts, model, cfg.eval.tuned)
+        log_scores(loggers, {"base": base_scores, "tuned": tuned}, fitted.trainer.global_step)
         outcome = "success"
     finally:
         for lg in loggers:
@@ -219,7 +217,7 @@ def _train_and_evaluate(cfg: DictConfig, folder: RunFolder, sweep_group: str | N
     parts.evaluation.write_predictions(folder.predictions)
     if cfg.export:
         export(cfg, parts, model, folder)
-    result = summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned_scores, chosen_on))
+    result = summary_body(cfg, parts, fitted, folder, (trainable, total), (base_scores, tuned, chosen_on))
     print(format_run_table(result))
     return result
 

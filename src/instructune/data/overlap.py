@@ -130,9 +130,10 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
     report: dict[str, Any] = {"method": {"normalise": "NFKC, casefold, words and symbols", "ngram": spec.ngram,
                                          "threshold": spec.threshold, "num_perm": spec.num_perm}}
     examples: list[dict[str, Any]] = []
+    split_texts: dict[str, list[tuple[str, str]]] = {}
     for split in EVAL_SPLITS:
         records = splits.get(split, [])
-        texts = [record_texts(r) for r in records]
+        texts = split_texts[split] = [record_texts(r) for r in records]
         evals = [shingles(whole, spec.ngram) for _, whole in texts]
         eval_hashes = MinHash.bulk([[s.encode() for s in sh] for sh in evals], num_perm=spec.num_perm, seed=1)
         exact = same_prompt = near = contaminated = 0
@@ -158,7 +159,7 @@ def audit_overlap(splits: Splits, spec: OverlapSpec | None = None) -> OverlapAud
     if "test" in report:  # test items validation already holds: choosing on validation partly sees the test
         seen = {t for r in splits.get("validation", []) for t in record_texts(r) if t}
         report["test"]["in_validation"] = sum(bool(whole and (whole in seen or (prompt and prompt in seen)))
-                                              for prompt, whole in map(record_texts, splits.get("test", [])))
+                                              for prompt, whole in split_texts["test"])
     report["train_records_involved"] = len(involved)
     report["examples"] = examples
     return OverlapAudit(report, involved)
